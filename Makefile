@@ -1,0 +1,124 @@
+# Dovecot plugins: access_rules (more to come). See README.md.
+#
+# Everything Dovecot-specific comes from its dovecot-config, so that the
+# same Makefile builds against a Dovecot installed elsewhere:
+#   make DOVECOT_CONFIG=/opt/dovecot/lib/dovecot/dovecot-config
+
+DOVECOT_CONFIG ?= /usr/lib/dovecot/dovecot-config
+CC ?= cc
+PYTHON ?= /usr/bin/python3
+PYTEST_ARGS ?=
+
+# dovecot-config is a shell fragment; read only the values we need.
+dovecot_var = $(shell [ -r $(DOVECOT_CONFIG) ] && . $(DOVECOT_CONFIG) && echo "$$$(1)")
+DOVECOT_INCLUDE := $(call dovecot_var,LIBDOVECOT_INCLUDE)
+DOVECOT_LIBDIR := $(call dovecot_var,dovecot_pkglibdir)
+moduledir ?= $(call dovecot_var,dovecot_moduledir)
+bindir ?= /usr/local/bin
+DESTDIR ?=
+
+CFLAGS ?= -O2 -g
+WARNINGS = -Wall -Wextra -Werror -Wmissing-prototypes -Wmissing-declarations \
+	-Wpointer-arith -Wchar-subscripts -Wformat=2 -Wbad-function-cast \
+	-Wno-unused-parameter -Wno-sign-compare
+ALL_CFLAGS = -std=gnu99 $(WARNINGS) -DHAVE_CONFIG_H -fPIC \
+	$(DOVECOT_INCLUDE) -Iinclude $(CFLAGS)
+LIBDOVECOT = -L$(DOVECOT_LIBDIR) -Wl,-rpath,$(DOVECOT_LIBDIR) -ldovecot
+
+ifeq ($(SANITIZE),1)
+ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+BUILD = build
+OBJ = $(BUILD)/obj
+
+# The rules core has no storage dependencies: the plugin, the
+# access-rules tool and the unit tests all link it.
+ACCESS_RULES_CORE = plugins/access_rules/access-rules-file.c \
+	plugins/access_rules/access-rules-index.c
+ACCESS_RULES_PLUGIN = plugins/access_rules/access-rules-plugin.c \
+	plugins/access_rules/access-rules-settings.c \
+	plugins/access_rules/access-rules-user.c \
+	plugins/access_rules/access-rules-sessions.c \
+	plugins/access_rules/access-rules-storage.c \
+	plugins/access_rules/access-rules-imap.c \
+	plugins/access_rules/access-rules-pop3.c \
+	$(ACCESS_RULES_CORE)
+ACCESS_RULES_TOOL = plugins/access_rules/access-rules-tool.c $(ACCESS_RULES_CORE)
+
+PLUGINS = $(BUILD)/lib10_access_rules_plugin.so
+TOOLS = $(BUILD)/access-rules
+UNIT_TESTS = $(BUILD)/test-access-rules
+BENCHES = $(BUILD)/bench-access-rules
+
+objs = $(patsubst %.c,$(OBJ)/%.o,$(1))
+
+# Debian 12 packages the build, the tests and the demo need.
+DEB_PACKAGES = dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
+	dovecot-dev liblmdb-dev libssl-dev python3-pytest curl openssl \
+	make gcc
+
+.PHONY: all install test unit-test integration-test bench demo clean deps \
+	deps-if-missing
+
+all: deps-if-missing
+	@$(MAKE) --no-print-directory build-all
+
+.PHONY: build-all
+build-all: $(PLUGINS) $(TOOLS)
+
+$(OBJ)/%.o: %.c $(wildcard plugins/*/*.h include/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/lib10_access_rules_plugin.so: $(call objs,$(ACCESS_RULES_PLUGIN))
+	$(CC) -shared $(LDFLAGS) -o $@ $^
+
+$(BUILD)/access-rules: $(call objs,$(ACCESS_RULES_TOOL))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBDOVECOT)
+
+$(BUILD)/test-access-rules: $(call objs,tests/unit/test-access-rules.c $(ACCESS_RULES_CORE))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBDOVECOT)
+
+$(BUILD)/bench-access-rules: $(call objs,bench/bench-access-rules.c $(ACCESS_RULES_CORE))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBDOVECOT)
+
+install: all
+	install -d $(DESTDIR)$(moduledir) $(DESTDIR)$(bindir)
+	install -m 0644 $(PLUGINS) $(DESTDIR)$(moduledir)/
+	install -m 0755 $(TOOLS) $(DESTDIR)$(bindir)/
+
+# Installs what is missing (needs root and Debian's package archive).
+deps:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEB_PACKAGES)
+
+deps-if-missing:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing missing packages:$$missing"; \
+		$(MAKE) --no-print-directory deps; \
+	fi
+
+test: all
+	@$(MAKE) --no-print-directory $(UNIT_TESTS)
+	@$(MAKE) --no-print-directory unit-test integration-test
+
+unit-test: $(UNIT_TESTS)
+	@for t in $(UNIT_TESTS); do echo "== $$t"; ./$$t || exit 1; done
+
+integration-test:
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests/integration
+
+bench: all
+	@$(MAKE) --no-print-directory $(BENCHES)
+	$(PYTHON) bench/run.py
+
+demo: all
+	$(PYTHON) tests/demo.py
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,759 @@
+"""A real, throwaway Dovecot 2.3 server for integration tests and demos.
+
+Everything lives in one temporary directory (config, sockets, state, log,
+mail homes, TLS cert) and the server only listens on loopback ports picked at
+start-up, so several instances can run side by side next to (and without
+touching) a system-wide Dovecot.
+
+    with DovecotInstance(mail_plugins="access_rules") as dc:
+        client = dc.imap("alice")
+        ...
+
+The module has no pytest dependency so standalone demo/bench scripts can use
+it too; tests normally go through the ``dovecot`` fixture in conftest.py.
+"""
+
+from __future__ import annotations
+
+import atexit
+import grp
+import imaplib
+import os
+import poplib
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import smtplib
+import socket
+import ssl
+import stat
+import subprocess
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from typing import Iterable, Mapping, Optional, Union
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PLUGIN_DIR = REPO_ROOT / "build"
+DOVECOT_CONFIG = Path("/usr/lib/dovecot/dovecot-config")
+DEFAULT_PASSWORD = "secret"
+DEFAULT_USERS = ("alice", "bob", "carol")
+
+# Services whose default `chroot` needs root; cleared when running unprivileged.
+_CHROOTED_SERVICES = ("anvil", "ipc", "imap-login", "pop3-login")
+
+UserSpec = Union[str, Mapping[str, object]]
+
+
+class DovecotStartError(RuntimeError):
+    """Dovecot did not come up; the message carries its stderr and log tail."""
+
+
+def dovecot_module_dir() -> Path:
+    """Stock module dir as recorded by the installed dovecot-dev package."""
+    try:
+        text = DOVECOT_CONFIG.read_text()
+    except OSError:
+        text = ""
+    m = re.search(r"^dovecot_moduledir=\"?([^\"\n]+)\"?$", text, re.M)
+    return Path(m.group(1)) if m else Path("/usr/lib/dovecot/modules")
+
+
+def ipv6_loopback_available() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def _port_free(family: int, host: str, port: int) -> bool:
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            # Same option Dovecot uses, so TIME_WAIT leftovers don't count.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+        return True
+    except OSError:
+        return False
+
+
+def pick_free_ports(count: int, ipv6: bool) -> list[int]:
+    """Ports currently free on 127.0.0.1 (and ::1 when `ipv6`).
+
+    Inherently racy (we close the socket before Dovecot binds it), which is
+    why start() retries with new ports on "Address already in use".
+    """
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port in ports:
+            continue
+        if ipv6 and not _port_free(socket.AF_INET6, "::1", port):
+            continue
+        ports.append(port)
+    return ports
+
+
+def _others_can_traverse(path: Path) -> bool:
+    """True if a non-owner, non-group user can reach `path` (o+x on ancestors)."""
+    path = path.resolve()
+    for p in [path, *path.parents]:
+        try:
+            if not os.stat(p).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _tcp_connect(host: str, port: int, timeout: Optional[float],
+                 source_address: Optional[str]) -> socket.socket:
+    src = (source_address, 0) if source_address else None
+    return socket.create_connection((host, port), timeout, src)
+
+
+def _unverified_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+# imaplib/poplib can't pick a source address; these subclasses only swap the
+# socket creation so tests can appear to come from e.g. 127.0.0.5 (all of
+# 127/8 is routed to lo on Linux, no interface setup needed).
+class _IMAP4(imaplib.IMAP4):
+    def __init__(self, host, port, timeout=None, source_address=None):
+        self._source_address = source_address
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout):
+        return _tcp_connect(self.host, self.port, timeout, self._source_address)
+
+
+class _IMAP4_SSL(imaplib.IMAP4_SSL):
+    def __init__(self, host, port, timeout=None, source_address=None):
+        self._source_address = source_address
+        super().__init__(host, port, ssl_context=_unverified_context(),
+                         timeout=timeout)
+
+    def _create_socket(self, timeout):
+        sock = _tcp_connect(self.host, self.port, timeout, self._source_address)
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+
+
+class _POP3(poplib.POP3):
+    def __init__(self, host, port, timeout=None, source_address=None):
+        self._source_address = source_address
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout):
+        return _tcp_connect(self.host, self.port, timeout, self._source_address)
+
+
+class _POP3_SSL(poplib.POP3_SSL):
+    def __init__(self, host, port, timeout=None, source_address=None):
+        self._source_address = source_address
+        super().__init__(host, port, timeout=timeout,
+                         context=_unverified_context())
+
+    def _create_socket(self, timeout):
+        sock = _tcp_connect(self.host, self.port, timeout, self._source_address)
+        return self.context.wrap_socket(sock, server_hostname=self.host)
+
+
+# Instances still running at interpreter exit (e.g. a demo script that
+# crashed before stop()) get stopped so no dovecot is left behind.
+_live_instances: "weakref.WeakSet[DovecotInstance]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for inst in list(_live_instances):
+        try:
+            inst.stop()
+        except Exception:
+            pass
+
+
+class DovecotInstance:
+    """One private Dovecot server. Call start()/stop() or use `with`."""
+
+    START_TIMEOUT = 20.0
+    STOP_TIMEOUT = 10.0
+
+    def __init__(self,
+                 plugin_dir: Union[str, os.PathLike, None] = None,
+                 mail_plugins: str = "",
+                 plugin_settings: Optional[Mapping[str, object]] = None,
+                 users: Optional[Iterable[UserSpec]] = None,
+                 extra_conf: str = "",
+                 protocols: str = "imap pop3 lmtp",
+                 debug: bool = False):
+        """
+        plugin_dir:      dir with built lib*_plugin.so files (default <repo>/build;
+                         may be missing or empty).
+        mail_plugins:    value of the global `mail_plugins` setting.
+        plugin_settings: key/values written into `plugin { }`.
+        users:           names (password "secret") and/or dicts with keys
+                         name, password (optional), fields (optional dict of
+                         userdb extra fields, e.g. {"access_rules_groups": "a,b"}).
+                         Default: alice, bob, carol.
+        extra_conf:      raw text appended to dovecot.conf.
+        protocols:       value of `protocols`.
+        debug:           turn on mail_debug.
+        """
+        self.plugin_dir = Path(plugin_dir) if plugin_dir else DEFAULT_PLUGIN_DIR
+        self.mail_plugins = mail_plugins
+        self.plugin_settings = dict(plugin_settings or {})
+        self.users = self._normalize_users(
+            DEFAULT_USERS if users is None else users)
+        self.extra_conf = extra_conf
+        self.protocols = protocols
+        self.debug = debug
+
+        self.is_root = os.geteuid() == 0
+        self.ipv6 = ipv6_loopback_available()
+        self.listen_addresses = ["127.0.0.1"] + (["::1"] if self.ipv6 else [])
+
+        self.dir: Optional[Path] = None
+        self.instance_name = "dovecot-test-" + secrets.token_hex(4)
+        self.proc: Optional[subprocess.Popen] = None
+        self.imap_port = self.imaps_port = 0
+        self.pop3_port = self.pop3s_port = 0
+        self.lmtp_port = 0
+
+    # ----------------------------------------------------------- paths
+
+    @property
+    def config_path(self) -> Path:
+        return self._path("dovecot.conf")
+
+    @property
+    def log_path(self) -> Path:
+        return self._path("dovecot.log")
+
+    @property
+    def base_dir(self) -> Path:
+        return self._path("run")
+
+    @property
+    def lmtp_socket(self) -> Path:
+        return self.base_dir / "lmtp"
+
+    @property
+    def mail_plugin_dir(self) -> Path:
+        return self._path("modules")
+
+    @property
+    def passwd_path(self) -> Path:
+        return self._path("passwd")
+
+    def home(self, user: str) -> Path:
+        return self._path("home", user)
+
+    def maildir(self, user: str) -> Path:
+        return self.home(user) / "Maildir"
+
+    def _path(self, *parts: str) -> Path:
+        if self.dir is None:
+            raise RuntimeError("instance directory not created yet (call start())")
+        return self.dir.joinpath(*parts)
+
+    # ----------------------------------------------------------- setup
+
+    @staticmethod
+    def _normalize_users(users: Iterable[UserSpec]) -> list[dict]:
+        out = []
+        for u in users:
+            if isinstance(u, str):
+                u = {"name": u}
+            name = str(u["name"])
+            password = str(u.get("password", DEFAULT_PASSWORD))
+            fields = {str(k): str(v) for k, v in dict(u.get("fields") or {}).items()}
+            # auth_username_format=%Lu lowercases the login name, and
+            # passwd-file lines are ':'-separated with space-separated extras.
+            if name != name.lower() or re.search(r"[\s:]", name):
+                raise ValueError(f"user name must be lowercase, no ':'/space: {name!r}")
+            if ":" in password or "\n" in password:
+                raise ValueError(f"password for {name} can't contain ':' or newline")
+            for k, v in fields.items():
+                if re.search(r"[\s:]", k + v):
+                    raise ValueError(
+                        f"userdb field {k}={v!r} for {name}: passwd-file extra "
+                        "fields can't contain whitespace or ':'")
+            out.append({"name": name, "password": password, "fields": fields})
+        return out
+
+    def _accounts(self):
+        """(internal_user, internal_group, login_user, mail_uid, mail_gid)."""
+        if self.is_root:
+            # Mail processes must not run as root; `nobody` exists everywhere
+            # and is deliberately distinct from Dovecot's own service users.
+            nobody = pwd.getpwnam("nobody")
+            return ("dovecot", "dovecot", "dovenull", nobody.pw_uid, nobody.pw_gid)
+        uid, gid = os.getuid(), os.getgid()
+        user = pwd.getpwuid(uid).pw_name
+        group = grp.getgrgid(gid).gr_name
+        return (user, group, user, uid, gid)
+
+    def _make_dir(self) -> None:
+        parent = None
+        # Unix socket paths are limited to ~108 bytes, and as root the mail
+        # user (nobody) must be able to traverse down to its home.
+        tmp = Path(tempfile.gettempdir())
+        if len(str(tmp)) > 40 or (self.is_root and not _others_can_traverse(tmp)):
+            parent = "/tmp"
+        self.dir = Path(tempfile.mkdtemp(prefix="dovecot-test-", dir=parent))
+        os.chmod(self.dir, 0o755)
+        for sub in ("run", "state", "home", "modules"):
+            self._path(sub).mkdir(mode=0o755)
+        # mkdir's mode is filtered by the umask; be explicit.
+        for sub in ("run", "state", "home", "modules"):
+            os.chmod(self._path(sub), 0o755)
+
+    def _make_homes(self, uid: int, gid: int) -> None:
+        for u in self.users:
+            home = self.home(u["name"])
+            home.mkdir(mode=0o700, exist_ok=True)
+            if self.is_root:
+                os.chown(home, uid, gid)
+
+    def _write_passwd(self, uid: int, gid: int) -> None:
+        # One file serves as passdb and userdb: passwd-file hands the 8th
+        # column's userdb_-prefixed fields to the userdb lookup.
+        lines = []
+        for u in self.users:
+            extra = " ".join(f"userdb_{k}={v}" for k, v in u["fields"].items())
+            lines.append(f"{u['name']}:{{PLAIN}}{u['password']}:{uid}:{gid}::"
+                         f"{self.home(u['name'])}::{extra}\n")
+        self.passwd_path.write_text("".join(lines))
+        # The auth process reads it as the internal user.
+        os.chmod(self.passwd_path, 0o644)
+
+    def _make_cert(self) -> None:
+        cert, key = self._path("ssl-cert.pem"), self._path("ssl-key.pem")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec",
+             "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(key), "-out", str(cert), "-days", "2",
+             "-subj", "/CN=localhost",
+             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1"],
+            check=True, capture_output=True)
+        os.chmod(key, 0o600)
+
+    def _populate_plugin_dir(self) -> None:
+        """Stock modules + our build/*.so in one dir, since mail_plugin_dir is
+        a single path and we need e.g. quota/acl next to our own plugins."""
+        target = self.mail_plugin_dir
+        for entry in sorted(dovecot_module_dir().iterdir()):
+            (target / entry.name).symlink_to(entry)
+        if not self.plugin_dir.is_dir():
+            return
+        copy = self.is_root and not _others_can_traverse(self.plugin_dir)
+        for so in sorted(self.plugin_dir.glob("*.so")):
+            link = target / so.name
+            if link.is_symlink() or link.exists():
+                link.unlink()  # a freshly built module wins over a stock one
+            if copy:
+                # Mail processes (nobody) couldn't follow a symlink into it.
+                shutil.copy2(so, link)
+                os.chmod(link, 0o644)
+            else:
+                link.symlink_to(so.resolve())
+
+    def _check_mail_plugins(self) -> None:
+        available = {m.group(1) for p in self.mail_plugin_dir.iterdir()
+                     if (m := re.fullmatch(r"lib(?:\d+_)?(\w+?)(?:_plugin)?\.so", p.name))}
+        missing = [name for name in re.split(r"[\s,]+", self.mail_plugins)
+                   if name and not name.startswith("$") and name not in available]
+        if missing:
+            raise DovecotStartError(
+                f"mail plugin(s) {', '.join(missing)} not found in "
+                f"{self.plugin_dir} or {dovecot_module_dir()} (run `make` first?)")
+
+    def _pick_ports(self) -> None:
+        (self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port,
+         self.lmtp_port) = pick_free_ports(5, self.ipv6)
+
+    @staticmethod
+    def _conf_value(value: object) -> str:
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return str(value)
+
+    def _render_config(self) -> str:
+        internal_user, internal_group, login_user, _, _ = self._accounts()
+        plugin_lines = "".join(f"  {k} = {self._conf_value(v)}\n"
+                               for k, v in self.plugin_settings.items()
+                               if v is not None)
+        unprivileged = ""
+        if not self.is_root:
+            unprivileged = "".join(f"service {s} {{\n  chroot =\n}}\n"
+                                   for s in _CHROOTED_SERVICES)
+        return f"""\
+# Generated by {Path(__file__).name}; throwaway instance in {self.dir}
+instance_name = {self.instance_name}
+base_dir = {self.base_dir}
+state_dir = {self._path("state")}
+log_path = {self.log_path}
+info_log_path = {self.log_path}
+protocols = {self.protocols}
+listen = {", ".join(self.listen_addresses)}
+
+default_internal_user = {internal_user}
+default_internal_group = {internal_group}
+default_login_user = {login_user}
+first_valid_uid = 0
+
+mail_location = maildir:~/Maildir
+mail_plugin_dir = {self.mail_plugin_dir}
+mail_plugins = {self.mail_plugins}
+mail_debug = {"yes" if self.debug else "no"}
+mail_max_userip_connections = 1000
+
+auth_mechanisms = plain login
+auth_username_format = %Lu
+auth_verbose = yes
+disable_plaintext_auth = no
+
+ssl = yes
+ssl_cert = <{self._path("ssl-cert.pem")}
+ssl_key = <{self._path("ssl-key.pem")}
+
+passdb {{
+  driver = passwd-file
+  args = {self.passwd_path}
+}}
+userdb {{
+  driver = passwd-file
+  args = {self.passwd_path}
+}}
+
+service imap-login {{
+  process_min_avail = 0
+  inet_listener imap {{
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    port = {self.imaps_port}
+    ssl = yes
+  }}
+}}
+service pop3-login {{
+  process_min_avail = 0
+  inet_listener pop3 {{
+    port = {self.pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = {self.pop3s_port}
+    ssl = yes
+  }}
+}}
+service lmtp {{
+  unix_listener lmtp {{
+    mode = 0666
+  }}
+  inet_listener lmtp {{
+    port = {self.lmtp_port}
+  }}
+}}
+
+protocol lmtp {{
+  postmaster_address = postmaster@example.com
+}}
+lmtp_save_to_detail_mailbox = no
+
+{unprivileged}
+plugin {{
+{plugin_lines}}}
+
+{self.extra_conf}
+"""
+
+    # ----------------------------------------------------------- lifecycle
+
+    def start(self) -> "DovecotInstance":
+        if self.proc is not None:
+            return self
+        _, _, _, uid, gid = self._accounts()
+        self._make_dir()
+        try:
+            self._make_homes(uid, gid)
+            self._write_passwd(uid, gid)
+            self._make_cert()
+            self._populate_plugin_dir()
+            self._check_mail_plugins()
+            for attempt in range(3):
+                self._pick_ports()
+                self.config_path.write_text(self._render_config())
+                try:
+                    self._spawn_and_wait()
+                    break
+                except DovecotStartError as e:
+                    if attempt == 2 or "Address already in use" not in str(e):
+                        raise
+                    # Lost the port race against another process; try again.
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn_and_wait(self) -> None:
+        stderr_path = self._path("dovecot.stderr")
+        with open(stderr_path, "ab") as err:
+            # Own session => own process group, so stop() can reap every
+            # child even if the master dies abnormally.
+            self.proc = subprocess.Popen(
+                ["dovecot", "-F", "-c", str(self.config_path)],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                start_new_session=True)
+        _live_instances.add(self)
+        deadline = time.monotonic() + self.START_TIMEOUT
+        pending = [(host, port) for host in self.listen_addresses
+                   for port in self.enabled_ports()]
+        while pending:
+            if self.proc.poll() is not None:
+                self._fail_start(f"dovecot exited with status {self.proc.returncode}")
+            if time.monotonic() > deadline:
+                self._fail_start(f"ports {pending} not accepting connections "
+                                 f"after {self.START_TIMEOUT}s")
+            host, port = pending[0]
+            try:
+                socket.create_connection((host, port), timeout=1).close()
+                pending.pop(0)
+            except OSError:
+                time.sleep(0.05)
+
+    def _fail_start(self, reason: str) -> None:
+        stderr = self._path("dovecot.stderr").read_text(errors="replace")
+        log_tail = "\n".join(self.log_text().splitlines()[-30:])
+        self._terminate()
+        raise DovecotStartError(
+            f"{reason}\n--- stderr ---\n{stderr}\n--- {self.log_path} (tail) ---\n"
+            f"{log_tail}")
+
+    def enabled_ports(self) -> list[int]:
+        protos = set(self.protocols.split())
+        ports = []
+        if "imap" in protos:
+            ports += [self.imap_port, self.imaps_port]
+        if "pop3" in protos:
+            ports += [self.pop3_port, self.pop3s_port]
+        if "lmtp" in protos:
+            ports.append(self.lmtp_port)
+        return ports
+
+    def _terminate(self) -> None:
+        """Stop the master and make sure nothing from its process group lingers."""
+        proc, self.proc = self.proc, None
+        _live_instances.discard(self)
+        if proc is None:
+            return
+        if proc.poll() is None:
+            # SIGTERM is what `doveadm stop` sends, but doveadm then polls the
+            # master's pid, which stays a zombie until we reap it, so doveadm
+            # always sat out its full timeout. Signal and wait ourselves.
+            proc.terminate()
+            try:
+                proc.wait(self.STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(self.STOP_TIMEOUT)
+        # The master SIGTERMs its children on shutdown; give them a moment,
+        # then SIGKILL whatever is left of the process group.
+        pgid = proc.pid
+        grace_end = time.monotonic() + 2
+        deadline = time.monotonic() + self.STOP_TIMEOUT
+        while _process_group_alive(pgid) and time.monotonic() < deadline:
+            if time.monotonic() > grace_end:
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except ProcessLookupError:
+                    break
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server and delete its directory (kept if KEEP_DOVECOT=1)."""
+        self._terminate()
+        if self.dir is None:
+            return
+        if os.environ.get("KEEP_DOVECOT") == "1":
+            print(f"KEEP_DOVECOT=1: leaving {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> "DovecotInstance":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return (f"<DovecotInstance {self.instance_name} dir={self.dir} "
+                f"imap={self.imap_port} running={self.running}>")
+
+    # ----------------------------------------------------------- admin
+
+    def doveadm(self, *args: str, check: bool = False,
+                input: Optional[str] = None,
+                timeout: float = 30) -> subprocess.CompletedProcess:
+        return subprocess.run(["doveadm", "-c", str(self.config_path), *args],
+                              capture_output=True, text=True, check=check,
+                              input=input, timeout=timeout)
+
+    def reload(self) -> None:
+        """Re-read dovecot.conf (e.g. after editing extra settings)."""
+        self.doveadm("reload", check=True)
+
+    def write_file(self, relpath: str, text: str, mode: int = 0o644) -> Path:
+        """Write a file (e.g. a rules file) inside the instance dir.
+
+        World-readable by default because mail processes run as the mail user.
+        """
+        path = self._path(relpath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for p in [path.parent, *path.parent.parents]:
+            if p == self.dir:
+                break
+            os.chmod(p, 0o755)
+        path.write_text(text)
+        os.chmod(path, mode)
+        return path
+
+    # ----------------------------------------------------------- log
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_mark(self) -> int:
+        """Current log length; pass as `since` to only look at newer lines."""
+        return len(self.log_text())
+
+    def wait_for_log(self, pattern: str, timeout: float = 5.0,
+                     since: int = 0) -> re.Match:
+        """Wait until `pattern` (regex, multiline) shows up in the log.
+
+        Dovecot logs asynchronously through its log process, so a line for an
+        action that just finished may take a moment to appear.
+        """
+        rx = re.compile(pattern, re.M)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.log_text(), since)
+            if m:
+                return m
+            if time.monotonic() > deadline:
+                tail = "\n".join(self.log_text()[since:].splitlines()[-30:])
+                raise TimeoutError(
+                    f"{pattern!r} not in {self.log_path} after {timeout}s; "
+                    f"tail:\n{tail}")
+            time.sleep(0.05)
+
+    def log_errors(self, since: int = 0) -> list[str]:
+        """Log lines at Error/Fatal/Panic level."""
+        return [line for line in self.log_text()[since:].splitlines()
+                if re.search(r"\b(Error|Fatal|Panic): ", line)]
+
+    # ----------------------------------------------------------- clients
+
+    def _host(self, ipv6: bool) -> str:
+        if ipv6 and not self.ipv6:
+            raise RuntimeError("IPv6 loopback (::1) not available on this host")
+        return "::1" if ipv6 else "127.0.0.1"
+
+    def imap_connect(self, ssl: bool = False, ipv6: bool = False,
+                     source_address: Optional[str] = None,
+                     timeout: float = 10) -> imaplib.IMAP4:
+        """Unauthenticated IMAP client (greeting already read)."""
+        cls, port = (_IMAP4_SSL, self.imaps_port) if ssl else (_IMAP4, self.imap_port)
+        return cls(self._host(ipv6), port, timeout=timeout,
+                   source_address=source_address)
+
+    def imap(self, user: str, password: str = DEFAULT_PASSWORD, **kw) -> imaplib.IMAP4:
+        """Logged-in IMAP client; kw as for imap_connect()."""
+        client = self.imap_connect(**kw)
+        try:
+            client.login(user, password)
+        except BaseException:
+            client.shutdown()
+            raise
+        return client
+
+    def pop3_connect(self, ssl: bool = False, ipv6: bool = False,
+                     source_address: Optional[str] = None,
+                     timeout: float = 10) -> poplib.POP3:
+        cls, port = (_POP3_SSL, self.pop3s_port) if ssl else (_POP3, self.pop3_port)
+        return cls(self._host(ipv6), port, timeout=timeout,
+                   source_address=source_address)
+
+    def pop3(self, user: str, password: str = DEFAULT_PASSWORD, **kw) -> poplib.POP3:
+        """Logged-in POP3 client; kw as for pop3_connect()."""
+        client = self.pop3_connect(**kw)
+        try:
+            client.user(user)
+            client.pass_(password)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def deliver(self, user: str, message: Union[bytes, str],
+                sender: str = "sender@example.com") -> None:
+        """Deliver one message to `user` over LMTP (TCP); raises on rejection."""
+        with smtplib.LMTP("127.0.0.1", self.lmtp_port, timeout=10) as lmtp:
+            refused = lmtp.sendmail(sender, [user], message)
+        if refused:
+            raise smtplib.SMTPRecipientsRefused(refused)
+
+
+def _process_group_alive(pgid: int) -> bool:
+    """Any non-zombie process left in `pgid`? (Zombies can't hold sockets or
+    files, and may linger if PID 1 doesn't reap, e.g. in containers.)"""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_line = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised comm: state ppid pgrp ...
+        fields = stat_line.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def make_message(subject: str = "Test", body: str = "Hello.\n",
+                 sender: str = "sender@example.com", to: str = "user@example.com",
+                 headers: Optional[Mapping[str, str]] = None) -> bytes:
+    """A minimal RFC 5322 message for deliver()."""
+    lines = [f"From: {sender}", f"To: {to}", f"Subject: {subject}",
+             f"Message-ID: <{secrets.token_hex(8)}@example.com>",
+             "Date: Thu, 01 Jan 2015 00:00:00 +0000"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body.replace("\n", "\r\n")).encode()
