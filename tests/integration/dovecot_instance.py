@@ -424,6 +424,8 @@ mail_max_userip_connections = 1000
 auth_mechanisms = plain login
 auth_username_format = %Lu
 auth_verbose = yes
+# Dovecot's default 2 s penalty per failed login would only slow tests down.
+auth_failure_delay = 0
 disable_plaintext_auth = no
 
 ssl = yes
@@ -574,7 +576,7 @@ plugin {{
         pgid = proc.pid
         grace_end = time.monotonic() + 2
         deadline = time.monotonic() + self.STOP_TIMEOUT
-        while _process_group_alive(pgid) and time.monotonic() < deadline:
+        while process_group_alive(pgid) and time.monotonic() < deadline:
             if time.monotonic() > grace_end:
                 try:
                     os.killpg(pgid, signal.SIGKILL)
@@ -724,7 +726,7 @@ plugin {{
             raise smtplib.SMTPRecipientsRefused(refused)
 
 
-def _process_group_alive(pgid: int) -> bool:
+def process_group_alive(pgid: int) -> bool:
     """Any non-zombie process left in `pgid`? (Zombies can't hold sockets or
     files, and may linger if PID 1 doesn't reap, e.g. in containers.)"""
     proc = Path("/proc")
