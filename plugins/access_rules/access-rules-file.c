@@ -497,12 +497,13 @@ access_rules_parse_mailboxes(struct access_rules_parser *parser,
 {
 	ARRAY_TYPE(access_rules_token) values;
 	const struct access_rules_token *value;
-	ARRAY_TYPE(const_string) patterns;
+	ARRAY_TYPE(const_string) visible, hidden;
 	pool_t pool = parser->rules->pool;
 
-	if (access_rules_parse_values(parser, "mailboxes", FALSE, &values) < 0)
+	if (access_rules_parse_values(parser, "mailboxes", TRUE, &values) < 0)
 		return -1;
-	p_array_init(&patterns, pool, array_count(&values) + 1);
+	p_array_init(&visible, pool, array_count(&values) + 1);
+	p_array_init(&hidden, pool, 2);
 	array_foreach(&values, value) {
 		const char *pattern = p_strdup(pool, value->value);
 
@@ -511,10 +512,19 @@ access_rules_parse_mailboxes(struct access_rules_parser *parser,
 				"\"mailboxes\" pattern can't be empty");
 			return -1;
 		}
-		array_push_back(&patterns, &pattern);
+		if (value->negated)
+			array_push_back(&hidden, &pattern);
+		else
+			array_push_back(&visible, &pattern);
 	}
-	array_append_zero(&patterns);
-	rule->mailboxes = array_front(&patterns);
+	if (array_count(&visible) > 0) {
+		array_append_zero(&visible);
+		rule->mailboxes = array_front(&visible);
+	}
+	if (array_count(&hidden) > 0) {
+		array_append_zero(&hidden);
+		rule->hidden_mailboxes = array_front(&hidden);
+	}
 	return 0;
 }
 
@@ -642,7 +652,8 @@ access_rules_parse_rule(struct access_rules_parser *parser,
 		rule->max_protocol_sessions[ACCESS_RULE_PROTOCOL_IMAP] != 0 ||
 		rule->max_protocol_sessions[ACCESS_RULE_PROTOCOL_POP3] != 0;
 	if (action == ACCESS_RULE_ACTION_DENY &&
-	    (rule->mailboxes != NULL || caps)) {
+	    (rule->mailboxes != NULL || rule->hidden_mailboxes != NULL ||
+	     caps)) {
 		access_rules_parser_error(parser,
 			"\"deny\" takes no \"mailboxes\" or sessions options");
 		return;

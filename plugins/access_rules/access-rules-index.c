@@ -1,7 +1,8 @@
 /* Compiles a rule set so that evaluating a session does not scan every
    rule. Each rule is filed under the most selective key it has: its
    literal user names, else its positive networks (a binary prefix
-   trie), else its literal domains, else its literal groups. Rules with
+   trie), else the literal domains of its user globs or its literal
+   domains, else its literal groups. Rules with
    no such key go to a generic list. A lookup gathers the lists the
    session's keys reach and walks them merged in rule order, so that the
    first rule that fully matches is still the first in the file. */
@@ -57,27 +58,59 @@ static bool access_rules_strings_literal(const struct access_rule_strings *strin
 	return TRUE;
 }
 
+/* Returns the literal domain of a user glob ("*@example.com" gives
+   "example.com"), or NULL if the domain part has wildcards. */
+static const char *access_rules_glob_domain(const char *glob)
+{
+	const char *at = strrchr(glob, '@');
+
+	if (at == NULL || at[1] == '\0' || !access_rules_is_literal(at + 1))
+		return NULL;
+	return at + 1;
+}
+
+static bool
+access_rules_user_domains_literal(const struct access_rule_strings *users)
+{
+	const char *glob;
+
+	if (users == NULL || array_count(&users->positive) == 0)
+		return FALSE;
+	array_foreach_elem(&users->positive, glob) {
+		if (access_rules_glob_domain(glob) == NULL)
+			return FALSE;
+	}
+	return TRUE;
+}
+
+static void
+access_rules_hash_add_key(pool_t pool, HASH_TABLE_TYPE(access_rules_key) hash,
+			  const char *key, const struct access_rule *rule)
+{
+	ARRAY_TYPE(access_rule_const) *list;
+
+	list = hash_table_lookup(hash, key);
+	if (list == NULL) {
+		list = p_new(pool, ARRAY_TYPE(access_rule_const), 1);
+		p_array_init(list, pool, 2);
+		hash_table_insert(hash, key, list);
+	}
+	/* "user a,a" would file the rule twice */
+	if (array_count(list) == 0 ||
+	    array_idx_elem(list, array_count(list) - 1) != rule)
+		array_push_back(list, &rule);
+}
+
 static void
 access_rules_hash_add(pool_t pool,
 		      HASH_TABLE_TYPE(access_rules_key) hash,
 		      const struct access_rule_strings *strings,
 		      const struct access_rule *rule)
 {
-	ARRAY_TYPE(access_rule_const) *list;
 	const char *key;
 
-	array_foreach_elem(&strings->positive, key) {
-		list = hash_table_lookup(hash, key);
-		if (list == NULL) {
-			list = p_new(pool, ARRAY_TYPE(access_rule_const), 1);
-			p_array_init(list, pool, 2);
-			hash_table_insert(hash, key, list);
-		}
-		/* "user a,a" would file the rule twice */
-		if (array_count(list) == 0 ||
-		    array_idx_elem(list, array_count(list) - 1) != rule)
-			array_push_back(list, &rule);
-	}
+	array_foreach_elem(&strings->positive, key)
+		access_rules_hash_add_key(pool, hash, key, rule);
 }
 
 static bool access_rules_ip_bit(const struct ip_addr *ip, unsigned int bit)
@@ -123,6 +156,14 @@ access_rules_index_add(struct access_rules_index *index,
 	else if (rule->nets != NULL && array_count(&rule->nets->positive) > 0) {
 		array_foreach(&rule->nets->positive, net)
 			access_rules_trie_add(index, net, rule);
+	} else if (access_rules_user_domains_literal(rule->users)) {
+		const char *glob;
+
+		/* "user *@example.com" can only match that domain */
+		array_foreach_elem(&rule->users->positive, glob) {
+			access_rules_hash_add_key(index->pool, index->domains,
+				access_rules_glob_domain(glob), rule);
+		}
 	} else if (access_rules_strings_literal(rule->domains)) {
 		access_rules_hash_add(index->pool, index->domains,
 				      rule->domains, rule);
@@ -438,6 +479,7 @@ int access_rules_evaluate(const struct access_rules *rules,
 	decision_r->rule_line = rule->line;
 	decision_r->reason = rule->reason;
 	decision_r->mailboxes = rule->mailboxes;
+	decision_r->hidden_mailboxes = rule->hidden_mailboxes;
 	decision_r->max_sessions = rule->max_sessions;
 	memcpy(decision_r->max_protocol_sessions, rule->max_protocol_sessions,
 	       sizeof(decision_r->max_protocol_sessions));

@@ -58,7 +58,7 @@ struct access_rule {
 	/* bit (1 << tm_wday) for each day; 0 = every day */
 	unsigned int days;
 
-	const char *const *mailboxes;
+	const char *const *mailboxes, *const *hidden_mailboxes;
 	unsigned int max_sessions;
 	unsigned int max_protocol_sessions[ACCESS_RULE_PROTOCOL_COUNT];
 };

@@ -106,6 +106,10 @@ access_rules_tool_print(const struct access_rules *rules,
 		printf("visible mailboxes: %s\n",
 		       t_strarray_join(decision->mailboxes, ", "));
 	}
+	if (decision->hidden_mailboxes != NULL) {
+		printf("hidden mailboxes: %s\n",
+		       t_strarray_join(decision->hidden_mailboxes, ", "));
+	}
 	if (decision->max_sessions != 0)
 		printf("sessions: at most %u\n", decision->max_sessions);
 	for (i = 0; i < ACCESS_RULE_PROTOCOL_COUNT; i++) {

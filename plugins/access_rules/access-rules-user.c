@@ -92,6 +92,8 @@ access_rules_decision_copy(pool_t pool, struct access_rules_decision *dest,
 	dest->reason = p_strdup(pool, src->reason);
 	dest->mailboxes = src->mailboxes == NULL ? NULL :
 		(const char *const *)p_strarray_dup(pool, src->mailboxes);
+	dest->hidden_mailboxes = src->hidden_mailboxes == NULL ? NULL :
+		(const char *const *)p_strarray_dup(pool, src->hidden_mailboxes);
 }
 
 static void
@@ -138,11 +140,15 @@ access_rules_log_decision(struct access_rules_user *auser, const char *stage,
 		e_info(e->event(), "%s: session refused by %s: %s",
 		       action, where, auser->refusal);
 	} else if (decision->action == ACCESS_RULE_ACTION_READONLY ||
-		   decision->mailboxes != NULL) {
-		e_info(e->event(), "%s by %s%s", action, where,
+		   decision->mailboxes != NULL ||
+		   decision->hidden_mailboxes != NULL) {
+		e_info(e->event(), "%s by %s%s%s", action, where,
 		       decision->mailboxes == NULL ? "" :
 		       t_strdup_printf(" (visible mailboxes: %s)",
-				       t_strarray_join(decision->mailboxes, ",")));
+				       t_strarray_join(decision->mailboxes, ",")),
+		       decision->hidden_mailboxes == NULL ? "" :
+		       t_strdup_printf(" (hidden mailboxes: %s)",
+				       t_strarray_join(decision->hidden_mailboxes, ",")));
 	} else {
 		e_debug(e->event(), "%s by %s", action, where);
 	}
@@ -232,7 +238,7 @@ access_rules_user_evaluate(struct mail_user *user,
 		return -1;
 	}
 	access_rules_decision_copy(user->pool, &auser->decision, &decision);
-	auser->visible_glob = NULL;
+	auser->globs_valid = FALSE;
 	auser->refusal = NULL;
 
 	if (decision.action == ACCESS_RULE_ACTION_DENY) {
@@ -361,16 +367,29 @@ access_rules_user_readonly_error(const struct access_rules_user *auser)
 bool access_rules_user_mailbox_visible(struct access_rules_user *auser,
 				       char sep, const char *vname)
 {
+	const struct access_rules_decision *decision = &auser->decision;
+
 	if (auser->refusal != NULL)
 		return FALSE;
-	if (auser->decision.mailboxes == NULL)
+	if (decision->mailboxes == NULL && decision->hidden_mailboxes == NULL)
 		return TRUE;
-	if (auser->visible_glob == NULL || auser->visible_glob_sep != sep) {
+	if (auser->globs_sep != sep || !auser->globs_valid) {
 		/* rebuilt only when the decision or the separator
 		   changes, so the user's pool is the right owner */
-		auser->visible_glob = imap_match_init_multiple(
-			auser->user->pool, auser->decision.mailboxes, TRUE, sep);
-		auser->visible_glob_sep = sep;
+		pool_t pool = auser->user->pool;
+
+		auser->visible_glob = decision->mailboxes == NULL ? NULL :
+			imap_match_init_multiple(pool, decision->mailboxes,
+						 TRUE, sep);
+		auser->hidden_glob = decision->hidden_mailboxes == NULL ? NULL :
+			imap_match_init_multiple(pool,
+				decision->hidden_mailboxes, TRUE, sep);
+		auser->globs_sep = sep;
+		auser->globs_valid = TRUE;
 	}
-	return imap_match(auser->visible_glob, vname) == IMAP_MATCH_YES;
+	if (auser->visible_glob != NULL &&
+	    imap_match(auser->visible_glob, vname) != IMAP_MATCH_YES)
+		return FALSE;
+	return auser->hidden_glob == NULL ||
+		imap_match(auser->hidden_glob, vname) != IMAP_MATCH_YES;
 }

@@ -33,8 +33,9 @@ struct access_rules_user {
 	struct access_rules_session_slot *slot;
 
 	/* visibility patterns compiled for one hierarchy separator */
-	struct imap_match_glob *visible_glob;
-	char visible_glob_sep;
+	struct imap_match_glob *visible_glob, *hidden_glob;
+	char globs_sep;
+	bool globs_valid;
 };
 
 extern MODULE_CONTEXT_DEFINE(access_rules_user_module,

@@ -51,9 +51,11 @@ struct access_rules_decision {
 	unsigned int default_line;
 	/* The reason text of the rule, or NULL */
 	const char *reason;
-	/* NULL-terminated list of visible mailbox patterns, or NULL if all
-	   mailboxes are visible */
+	/* NULL-terminated lists of mailbox patterns: a mailbox is visible
+	   when it matches one of mailboxes (NULL = any) and none of
+	   hidden_mailboxes (NULL = none) */
 	const char *const *mailboxes;
+	const char *const *hidden_mailboxes;
 	/* 0 = no cap; indexed by enum access_rule_protocol */
 	unsigned int max_sessions;
 	unsigned int max_protocol_sessions[ACCESS_RULE_PROTOCOL_COUNT];

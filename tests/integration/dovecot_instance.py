@@ -32,7 +32,6 @@ import stat
 import subprocess
 import tempfile
 import time
-import weakref
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Union
 
@@ -121,6 +120,22 @@ def _tcp_connect(host: str, port: int, timeout: Optional[float],
     return socket.create_connection((host, port), timeout, src)
 
 
+def _greets(host: str, port: int, tls: bool, greeting: bytes, bye: bytes,
+            timeout: float) -> bool:
+    """Connect, (TLS-handshake,) read the server greeting, say goodbye."""
+    try:
+        with _tcp_connect(host, port, min(timeout, 5), None) as raw:
+            sock = (_unverified_context().wrap_socket(raw, server_hostname=host)
+                    if tls else raw)
+            with sock, sock.makefile("rb") as f:
+                ok = f.readline().startswith(greeting)
+                if ok:
+                    sock.sendall(bye)
+                return ok
+    except (OSError, ssl.SSLError):
+        return False
+
+
 def _unverified_context() -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -173,7 +188,7 @@ class _POP3_SSL(poplib.POP3_SSL):
 
 # Instances still running at interpreter exit (e.g. a demo script that
 # crashed before stop()) get stopped so no dovecot is left behind.
-_live_instances: "weakref.WeakSet[DovecotInstance]" = weakref.WeakSet()
+_live_instances: "set[DovecotInstance]" = set()
 
 
 @atexit.register
@@ -313,7 +328,7 @@ class DovecotInstance:
         tmp = Path(tempfile.gettempdir())
         if len(str(tmp)) > 40 or (self.is_root and not _others_can_traverse(tmp)):
             parent = "/tmp"
-        self.dir = Path(tempfile.mkdtemp(prefix="dovecot-test-", dir=parent))
+        self.dir = Path(tempfile.mkdtemp(prefix="dovecot-test-", dir=parent)).resolve()
         os.chmod(self.dir, 0o755)
         for sub in ("run", "state", "home", "modules"):
             self._path(sub).mkdir(mode=0o755)
@@ -424,9 +439,17 @@ mail_max_userip_connections = 1000
 auth_mechanisms = plain login
 auth_username_format = %Lu
 auth_verbose = yes
-# Dovecot's default 2 s penalty per failed login would only slow tests down.
+# The default 2 s delay per failed login only slows tests down (Dovecot
+# still batches failure replies every 0.5 s).
 auth_failure_delay = 0
 disable_plaintext_auth = no
+# Likewise anvil's growing per-IP penalty after failed logins (documented
+# way to turn it off: auth can't connect to a mode-0 listener).
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 
 ssl = yes
 ssl_cert = <{self._path("ssl-cert.pem")}
@@ -487,28 +510,36 @@ plugin {{
     def start(self) -> "DovecotInstance":
         if self.proc is not None:
             return self
-        _, _, _, uid, gid = self._accounts()
         self._make_dir()
         try:
-            self._make_homes(uid, gid)
-            self._write_passwd(uid, gid)
             self._make_cert()
             self._populate_plugin_dir()
-            self._check_mail_plugins()
             for attempt in range(3):
                 self._pick_ports()
-                self.config_path.write_text(self._render_config())
+                self._write_config_files()
                 try:
                     self._spawn_and_wait()
                     break
                 except DovecotStartError as e:
                     if attempt == 2 or "Address already in use" not in str(e):
                         raise
-                    # Lost the port race against another process; try again.
+                    # Lost the port race against another process; try again,
+                    # keeping that attempt's errors out of the log tests see.
+                    if self.log_path.exists():
+                        self.log_path.rename(f"{self.log_path}.attempt{attempt}")
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _write_config_files(self) -> None:
+        """(Re)write homes, passwd-file and dovecot.conf from the attributes."""
+        _, _, _, uid, gid = self._accounts()
+        self.users = self._normalize_users(self.users)
+        self._check_mail_plugins()
+        self._make_homes(uid, gid)
+        self._write_passwd(uid, gid)
+        self.config_path.write_text(self._render_config())
 
     def _spawn_and_wait(self) -> None:
         stderr_path = self._path("dovecot.stderr")
@@ -521,19 +552,21 @@ plugin {{
                 start_new_session=True)
         _live_instances.add(self)
         deadline = time.monotonic() + self.START_TIMEOUT
-        pending = [(host, port) for host in self.listen_addresses
-                   for port in self.enabled_ports()]
+        # The master binds every listener before forking anything, so a bare
+        # connect() succeeds long before login/auth/stats processes are up;
+        # stopping such a half-started instance makes the master sit out its
+        # 5 s child-wait. A protocol greeting means the whole chain is ready.
+        pending = [(host, *listener) for host in self.listen_addresses
+                   for listener in self._listeners()]
         while pending:
             if self.proc.poll() is not None:
                 self._fail_start(f"dovecot exited with status {self.proc.returncode}")
             if time.monotonic() > deadline:
-                self._fail_start(f"ports {pending} not accepting connections "
+                self._fail_start(f"no greeting from {[p[:2] for p in pending]} "
                                  f"after {self.START_TIMEOUT}s")
-            host, port = pending[0]
-            try:
-                socket.create_connection((host, port), timeout=1).close()
+            if _greets(*pending[0], timeout=max(0.1, deadline - time.monotonic())):
                 pending.pop(0)
-            except OSError:
+            else:
                 time.sleep(0.05)
 
     def _fail_start(self, reason: str) -> None:
@@ -544,16 +577,22 @@ plugin {{
             f"{reason}\n--- stderr ---\n{stderr}\n--- {self.log_path} (tail) ---\n"
             f"{log_tail}")
 
-    def enabled_ports(self) -> list[int]:
+    def _listeners(self) -> list[tuple[int, bool, bytes, bytes]]:
+        """(port, tls, greeting prefix, goodbye command) per enabled listener."""
         protos = set(self.protocols.split())
-        ports = []
+        out = []
         if "imap" in protos:
-            ports += [self.imap_port, self.imaps_port]
+            out += [(self.imap_port, False, b"* OK", b"a LOGOUT\r\n"),
+                    (self.imaps_port, True, b"* OK", b"a LOGOUT\r\n")]
         if "pop3" in protos:
-            ports += [self.pop3_port, self.pop3s_port]
+            out += [(self.pop3_port, False, b"+OK", b"QUIT\r\n"),
+                    (self.pop3s_port, True, b"+OK", b"QUIT\r\n")]
         if "lmtp" in protos:
-            ports.append(self.lmtp_port)
-        return ports
+            out.append((self.lmtp_port, False, b"220 ", b"QUIT\r\n"))
+        return out
+
+    def enabled_ports(self) -> list[int]:
+        return [port for port, *_ in self._listeners()]
 
     def _terminate(self) -> None:
         """Stop the master and make sure nothing from its process group lingers."""
@@ -619,8 +658,17 @@ plugin {{
                               input=input, timeout=timeout)
 
     def reload(self) -> None:
-        """Re-read dovecot.conf (e.g. after editing extra settings)."""
+        """Apply changed attributes (plugin_settings, mail_plugins, users,
+        extra_conf, debug) to the running server.
+
+        Rewrites dovecot.conf and the passwd-file (ports stay), then SIGHUPs
+        the master and waits until it has picked the change up. Sessions that
+        are already logged in keep their old settings.
+        """
+        self._write_config_files()
+        mark = self.log_mark()
         self.doveadm("reload", check=True)
+        self.wait_for_log(r"SIGHUP received - reloading configuration", since=mark)
 
     def write_file(self, relpath: str, text: str, mode: int = 0o644) -> Path:
         """Write a file (e.g. a rules file) inside the instance dir.
@@ -628,6 +676,8 @@ plugin {{
         World-readable by default because mail processes run as the mail user.
         """
         path = self._path(relpath)
+        if self.dir not in path.resolve().parents:
+            raise ValueError(f"{relpath!r} is not inside the instance dir")
         path.parent.mkdir(parents=True, exist_ok=True)
         for p in [path.parent, *path.parent.parents]:
             if p == self.dir:

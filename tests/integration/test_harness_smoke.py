@@ -208,9 +208,16 @@ def test_write_file_and_reload(dovecot, empty_plugin_dir):
     assert path == dc.dir / "rules" / "test.rules"
     assert path.read_text() == "allow all\n"
     assert oct(path.stat().st_mode & 0o777) == "0o644"
-    mark = dc.log_mark()
+    with pytest.raises(ValueError):
+        dc.write_file("../escape", "x")
+
+    dc.plugin_settings["smoke_rules"] = str(path)
+    dc.users.append({"name": "erin", "password": "pw2"})
     dc.reload()
-    dc.wait_for_log(r"SIGHUP received - reloading configuration", since=mark)
+    conf = subprocess.run(["doveconf", "-c", str(dc.config_path), "-h",
+                           "plugin/smoke_rules"], capture_output=True, text=True)
+    assert conf.stdout.strip() == str(path)
+    dc.imap("erin", "pw2").logout()
     dc.imap("alice").logout()
 
 
