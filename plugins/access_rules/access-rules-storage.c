@@ -130,7 +130,10 @@ access_rules_mailbox_create(struct mailbox *box,
 				       MAIL_ERRSTR_NO_PERMISSION);
 		return -1;
 	}
-	if (access_rules_box_check_writable(box) < 0)
+	/* INBOX and the admin's autocreated mailboxes are created on first
+	   use, not by the user's request */
+	if (!box->inbox_user && !mailbox_is_autocreated(box) &&
+	    access_rules_box_check_writable(box) < 0)
 		return -1;
 	return abox->module_ctx.super.create_box(box, update, directory);
 }
