@@ -1,0 +1,134 @@
+#!/usr/bin/python3
+"""make bench: side-by-side measurements, one run, ratios and medians.
+
+access_rules:
+  1. the cost of evaluating one session against 1, 100 and 10,000 rules
+     (build/bench-access-rules, in process);
+  2. login-to-SELECT latency on a real Dovecot with the plugin against the
+     same Dovecot without it, both running at once, requests interleaved.
+
+Results are printed and written to build/bench/results.txt. Nothing here is
+a pass/fail test: machines are noisy, so compare the ratios.
+"""
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+from dovecot_instance import DovecotInstance  # noqa: E402
+
+OUT = REPO / "build" / "bench" / "results.txt"
+
+
+def rules_file(count):
+    """A rules file of `count` rules in the shape admins write: per-user
+    and per-network rules, ending with catch-alls. The benchmark user
+    falls through all of them to the last allow."""
+    lines = []
+    for i in range(count - 2):
+        if i % 2 == 0:
+            lines.append(f"deny user user{i}@example.com reason \"r{i}\"")
+        else:
+            lines.append(f"readonly from 10.{(i // 256) % 256}.{i % 256}.0/24")
+    lines.append("deny protocol pop3 from !127.0.0.0/8")
+    lines.append("allow tls no")
+    return "deny user mallory reason \"bench check\"\n" + "\n".join(lines) + "\n"
+
+
+def login_select(port):
+    """Seconds from connect to the tagged OK of SELECT INBOX."""
+    start = time.perf_counter()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    reader = sock.makefile("rb")
+    reader.readline()
+    sock.sendall(b"a LOGIN alice secret\r\nb SELECT INBOX\r\n")
+    while not reader.readline().startswith(b"b OK"):
+        pass
+    elapsed = time.perf_counter() - start
+    sock.sendall(b"c LOGOUT\r\n")
+    reader.close()
+    sock.close()
+    return elapsed
+
+
+def percentile(values, pct):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+def bench_login_select(rounds, rule_count, report):
+    stock = DovecotInstance(users=["alice"]).start()
+    plugged = DovecotInstance(mail_plugins="access_rules",
+                              users=["alice", "mallory"]).start()
+    try:
+        path = plugged.write_file("rules.conf", rules_file(rule_count))
+        plugged.plugin_settings = {"access_rules_file": path}
+        plugged.reload()
+        time.sleep(1)
+        # make sure the plugin is really in the path being timed
+        try:
+            plugged.imap("mallory").noop()
+            raise SystemExit("bench: access_rules did not refuse mallory; "
+                             "the plugin is not active")
+        except Exception as e:
+            if "bench check" not in str(e):
+                raise
+        for dc in (stock, plugged):
+            for _ in range(20):  # warm up caches and the process pools
+                login_select(dc.imap_port)
+        times = {"stock": [], "access_rules": []}
+        for i in range(rounds):
+            # alternate which side goes first, so drift hits both equally
+            order = [("stock", stock), ("access_rules", plugged)]
+            if i % 2:
+                order.reverse()
+            for name, dc in order:
+                times[name].append(login_select(dc.imap_port))
+        med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+        p95 = {k: percentile(v, 95) * 1000 for k, v in times.items()}
+        report(f"login-to-SELECT, {rounds} interleaved rounds, rules file of "
+               f"{rule_count} rules:")
+        for name in times:
+            report(f"  {name:<13} median {med[name]:7.3f} ms   p95 {p95[name]:7.3f} ms")
+        report(f"  overhead of access_rules (ratio of medians): "
+               f"{(med['access_rules'] / med['stock'] - 1) * 100:+.1f}%")
+    finally:
+        stock.stop()
+        plugged.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=300)
+    args = parser.parse_args()
+
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+
+    def report(line=""):
+        print(line, flush=True)
+        lines.append(line)
+
+    report(f"# make bench, {time.strftime('%Y-%m-%d %H:%M:%S')}, "
+           f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores")
+    report()
+    report("## access_rules: evaluating one session (build/bench-access-rules)")
+    out = subprocess.run([str(REPO / "build" / "bench-access-rules")],
+                         capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        report("  " + line)
+    report()
+    report("## access_rules: login-to-SELECT, stock Dovecot vs with the plugin")
+    bench_login_select(args.rounds, 10000, report)
+    OUT.write_text("\n".join(lines) + "\n")
+    print(f"\nwritten to {OUT.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
