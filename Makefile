@@ -36,7 +36,9 @@ OBJ = $(BUILD)/obj
 # The rules core has no storage dependencies: the plugin, the
 # access-rules tool and the unit tests all link it.
 ACCESS_RULES_CORE = plugins/access_rules/access-rules-file.c \
-	plugins/access_rules/access-rules-index.c
+	plugins/access_rules/access-rules-index.c \
+	plugins/access_rules/access-rules-match.c \
+	plugins/access_rules/access-rules-compiled.c
 ACCESS_RULES_PLUGIN = plugins/access_rules/access-rules-plugin.c \
 	plugins/access_rules/access-rules-settings.c \
 	plugins/access_rules/access-rules-user.c \

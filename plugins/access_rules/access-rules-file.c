@@ -618,7 +618,7 @@ access_rules_parse_keyword(struct access_rules_parser *parser,
 
 static void
 access_rules_parse_rule(struct access_rules_parser *parser,
-			enum access_rule_action action)
+			enum access_rule_action action, const char *text)
 {
 	const struct access_rules_token *token;
 	struct access_rule *rule;
@@ -627,6 +627,7 @@ access_rules_parse_rule(struct access_rules_parser *parser,
 
 	rule = p_new(parser->rules->pool, struct access_rule, 1);
 	rule->line = parser->line;
+	rule->text = p_strdup(parser->rules->pool, text);
 	rule->action = action;
 	rule->protocols = (1U << ACCESS_RULE_PROTOCOL_COUNT) - 1;
 
@@ -785,7 +786,7 @@ access_rules_parse_line(struct access_rules_parser *parser, const char *line)
 	else if (strcmp(first->value, "default") == 0)
 		access_rules_parse_default(parser);
 	else if (access_rules_parse_action(first->value, &action) == 0)
-		access_rules_parse_rule(parser, action);
+		access_rules_parse_rule(parser, action, line);
 	else {
 		access_rules_parser_error(parser,
 			"unknown action \"%s\" (expected allow, deny, "
@@ -805,20 +806,17 @@ access_rules_find_set(const struct access_rules *rules, const char *name)
 	return NULL;
 }
 
-int access_rules_parse(const char *path, const char *text,
-		       struct access_rules **rules_r,
-		       ARRAY_TYPE(const_string) *errors_r)
+static struct access_rules *
+access_rules_parse_into(pool_t pool, const char *path, const char *text,
+			unsigned int first_line,
+			ARRAY_TYPE(const_string) *errors_r)
 {
 	struct access_rules_parser parser;
 	struct access_rules *rules;
-	struct access_rule_set *set;
 	string_t *logical;
 	const char *p, *end;
-	unsigned int line = 0, start_line = 0;
-	enum access_rule_protocol protocol;
-	pool_t pool;
+	unsigned int line = first_line - 1, start_line = 0;
 
-	pool = pool_alloconly_create("access rules", 4096);
 	rules = p_new(pool, struct access_rules, 1);
 	rules->pool = pool;
 	rules->path = p_strdup(pool, path);
@@ -862,18 +860,50 @@ int access_rules_parse(const char *path, const char *text,
 			array_push_back(errors_r, &parser.line_error);
 		str_truncate(logical, 0);
 	}
+	return rules;
+}
+
+int access_rules_parse(const char *path, const char *text,
+		       struct access_rules **rules_r,
+		       ARRAY_TYPE(const_string) *errors_r)
+{
+	struct access_rules *rules;
+	struct access_rule_set *set;
+	pool_t pool;
+
+	pool = pool_alloconly_create("access rules", 4096);
+	rules = access_rules_parse_into(pool, path, text, 1, errors_r);
 	if (array_count(errors_r) > 0) {
 		pool_unref(&pool);
 		return -1;
 	}
-	array_foreach_elem(&rules->sets, set) {
-		for (protocol = 0; protocol < ACCESS_RULE_PROTOCOL_COUNT;
-		     protocol++) {
-			set->index[protocol] =
-				access_rules_index_build(pool, set, protocol);
-		}
-	}
+	array_foreach_elem(&rules->sets, set)
+		set->index = access_rules_index_build(pool, set);
 	*rules_r = rules;
+	return 0;
+}
+
+int access_rules_parse_rule_text(pool_t pool, const char *path,
+				 unsigned int line, const char *text,
+				 const struct access_rule **rule_r,
+				 const char **error_r)
+{
+	ARRAY_TYPE(const_string) errors;
+	struct access_rules *rules;
+	struct access_rule_set *set;
+
+	t_array_init(&errors, 1);
+	rules = access_rules_parse_into(pool, path, text, line, &errors);
+	if (array_count(&errors) > 0) {
+		*error_r = array_idx_elem(&errors, 0);
+		return -1;
+	}
+	set = array_idx_elem(&rules->sets, 0);
+	if (array_count(&rules->sets) != 1 || array_count(&set->rules) != 1) {
+		*error_r = t_strdup_printf("%s:%u: not a single rule", path, line);
+		return -1;
+	}
+	*rule_r = array_idx_elem(&set->rules, 0);
 	return 0;
 }
 
@@ -883,9 +913,12 @@ access_rules_file_error(ARRAY_TYPE(const_string) *errors, const char *error)
 	array_push_back(errors, &error);
 }
 
-int access_rules_load(const char *path, struct access_rules **rules_r,
+int access_rules_load(const char *path, enum access_rules_load_flags flags,
+		      struct access_rules **rules_r,
 		      ARRAY_TYPE(const_string) *errors_r)
 {
+	struct access_rules_compiled *compiled;
+	const char *warning = NULL;
 	struct stat st;
 	char *text;
 	ssize_t ret;
@@ -897,6 +930,21 @@ int access_rules_load(const char *path, struct access_rules **rules_r,
 		access_rules_file_error(errors_r, t_strdup_printf(
 			"%s: can't open the rules file: %m", path));
 		return -1;
+	}
+	if ((flags & ACCESS_RULES_LOAD_FLAG_TEXT) == 0) {
+		result = access_rules_compiled_open(path, &compiled, &warning);
+		if (result > 0) {
+			pool_t pool = pool_alloconly_create("access rules", 256);
+			struct access_rules *rules = p_new(pool, struct access_rules, 1);
+
+			i_close_fd(&fd);
+			rules->pool = pool;
+			rules->path = p_strdup(pool, path);
+			p_array_init(&rules->sets, pool, 1);
+			rules->compiled = compiled;
+			*rules_r = rules;
+			return 0;
+		}
 	}
 	if (fstat(fd, &st) < 0) {
 		access_rules_file_error(errors_r, t_strdup_printf(
@@ -934,6 +982,8 @@ int access_rules_load(const char *path, struct access_rules **rules_r,
 	}
 	result = access_rules_parse(path, text, rules_r, errors_r);
 	i_free(text);
+	if (result == 0 && warning != NULL)
+		(*rules_r)->compiled_warning = p_strdup((*rules_r)->pool, warning);
 	return result;
 }
 
@@ -944,7 +994,18 @@ void access_rules_free(struct access_rules **_rules)
 	if (rules == NULL)
 		return;
 	*_rules = NULL;
+	access_rules_compiled_close(&rules->compiled);
 	pool_unref(&rules->pool);
+}
+
+bool access_rules_is_compiled(const struct access_rules *rules)
+{
+	return rules->compiled != NULL;
+}
+
+const char *access_rules_get_warning(const struct access_rules *rules)
+{
+	return rules->compiled_warning;
 }
 
 const char *access_rules_get_path(const struct access_rules *rules)
@@ -954,26 +1015,38 @@ const char *access_rules_get_path(const struct access_rules *rules)
 
 unsigned int access_rules_count(const struct access_rules *rules)
 {
+	if (rules->compiled != NULL)
+		return access_rules_compiled_count(rules->compiled);
 	return rules->rule_count;
 }
 
 unsigned int access_rules_set_count(const struct access_rules *rules)
 {
+	if (rules->compiled != NULL)
+		return access_rules_compiled_set_count(rules->compiled);
 	return array_count(&rules->sets);
 }
 
 bool access_rules_has_set(const struct access_rules *rules,
 			  const char *ruleset)
 {
+	if (rules->compiled != NULL) {
+		return access_rules_compiled_set_has_session_caps(
+			rules->compiled, ruleset) >= 0;
+	}
 	return access_rules_find_set(rules, ruleset) != NULL;
 }
 
 bool access_rules_set_has_session_caps(const struct access_rules *rules,
 				       const char *ruleset)
 {
-	const struct access_rule_set *set =
-		access_rules_find_set(rules, ruleset);
+	const struct access_rule_set *set;
 
+	if (rules->compiled != NULL) {
+		return access_rules_compiled_set_has_session_caps(
+			rules->compiled, ruleset) > 0;
+	}
+	set = access_rules_find_set(rules, ruleset);
 	return set != NULL && set->has_session_caps;
 }
 

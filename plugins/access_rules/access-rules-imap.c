@@ -4,6 +4,7 @@
    fed to the rules. */
 
 #include "imap-common.h"
+#include "ioloop.h"
 #include "imap-commands.h"
 #include "imap-arg.h"
 #include "access-rules-user.h"
@@ -17,6 +18,8 @@
 #pragma weak command_find
 #pragma weak client_send_tagline
 #pragma weak client_disconnect_with_error
+#pragma weak client_send_line
+#pragma weak client_disconnect
 #pragma weak client_read_args
 
 #define ACCESS_RULES_IMAP_CONTEXT(obj) \
@@ -24,6 +27,8 @@
 
 struct access_rules_imap_client {
 	union imap_module_context module_ctx;
+	/* disconnects a session refused at login */
+	struct timeout *to_refuse;
 };
 
 struct access_rules_imap_wrapped {
@@ -128,6 +133,16 @@ static bool access_rules_cmd_id(struct client_command_context *cmd)
 	return TRUE;
 }
 
+static void access_rules_imap_refuse_timeout(struct client *client)
+{
+	struct access_rules_imap_client *aclient =
+		ACCESS_RULES_IMAP_CONTEXT(client);
+	struct access_rules_user *auser = access_rules_user_get(client->user);
+
+	timeout_remove(&aclient->to_refuse);
+	client_disconnect(client, auser->refusal);
+}
+
 static void access_rules_imap_client_init(struct client *client)
 {
 	struct access_rules_imap_client *aclient =
@@ -137,9 +152,27 @@ static void access_rules_imap_client_init(struct client *client)
 	aclient->module_ctx.super.init(client);
 	/* the tagged OK to LOGIN is already sent by now, so the reason goes
 	   in a BYE, the way IMAP servers end sessions they refuse after
-	   login */
-	if (auser != NULL && auser->refusal != NULL)
-		access_rules_imap_refuse(client);
+	   login. The imap process handles the client's pipelined input
+	   right after init and asserts that the client is still connected,
+	   so the disconnect waits for the ioloop; until then the storage
+	   hooks refuse every mailbox access. */
+	if (auser != NULL && auser->refusal != NULL) {
+		client_send_line(client, t_strdup_printf("* BYE [%s] %s",
+			auser->refusal_is_limit ? "LIMIT" : "NOPERM",
+			auser->refusal));
+		aclient->to_refuse = timeout_add_short(0,
+			access_rules_imap_refuse_timeout, client);
+	}
+}
+
+static void
+access_rules_imap_client_destroy(struct client *client, const char *reason)
+{
+	struct access_rules_imap_client *aclient =
+		ACCESS_RULES_IMAP_CONTEXT(client);
+
+	timeout_remove(&aclient->to_refuse);
+	aclient->module_ctx.super.destroy(client, reason);
 }
 
 static void access_rules_imap_client_created(struct client **clientp)
@@ -151,6 +184,7 @@ static void access_rules_imap_client_created(struct client **clientp)
 		aclient = p_new(client->pool, struct access_rules_imap_client, 1);
 		aclient->module_ctx.super = client->v;
 		client->v.init = access_rules_imap_client_init;
+		client->v.destroy = access_rules_imap_client_destroy;
 		MODULE_CONTEXT_SET(client, access_rules_imap_module, aclient);
 	}
 	if (access_rules_next_hook_client_created != NULL)

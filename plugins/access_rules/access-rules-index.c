@@ -1,51 +1,43 @@
-/* Compiles a rule set so that evaluating a session does not scan every
-   rule. Each rule is filed under the most selective key it has: its
-   literal user names, else its positive networks (a binary prefix
-   trie), else the literal domains of its user globs or its literal
-   domains, else its literal groups. Rules with
-   no such key go to a generic list. A lookup gathers the lists the
-   session's keys reach and walks them merged in rule order, so that the
-   first rule that fully matches is still the first in the file. */
+/* Indexes a rule set so that evaluating a session does not test every
+   rule. Each rule is filed under the most selective keys it has: its
+   literal user names, else its positive networks, else the literal
+   domains of its user globs or its literal domains, else its literal
+   groups. Rules with none of these go to a generic list. A lookup
+   gathers the lists that the session's keys reach and walks them merged
+   in rule order, so that the first rule that fully matches is still the
+   first in the file. The same keys and the same merge serve the
+   compiled file (access-rules-compiled.c). */
 
 #include "lib.h"
 #include "array.h"
 #include "hash.h"
 #include "str.h"
-#include "wildcard-match.h"
 #include "access-rules-private.h"
 
-#include <time.h>
-
-ARRAY_DEFINE_TYPE(access_rule_const, const struct access_rule *);
+ARRAY_DEFINE_TYPE(uint32_list, uint32_t);
 HASH_TABLE_DEFINE_TYPE(access_rules_key, const char *,
-		       ARRAY_TYPE(access_rule_const) *);
+		       ARRAY_TYPE(uint32_list) *);
 
 struct access_rules_trie_node {
 	struct access_rules_trie_node *child[2];
-	ARRAY_TYPE(access_rule_const) rules;
+	ARRAY_TYPE(uint32_list) rules;
 };
 
 struct access_rules_index {
 	pool_t pool;
-	HASH_TABLE_TYPE(access_rules_key) users;
-	HASH_TABLE_TYPE(access_rules_key) domains;
-	HASH_TABLE_TYPE(access_rules_key) groups;
+	const struct access_rule_set *set;
+	HASH_TABLE_TYPE(access_rules_key) keys[ACCESS_RULES_KEY_NET];
 	struct access_rules_trie_node *trie_ip4, *trie_ip6;
-	ARRAY_TYPE(access_rule_const) generic;
+	ARRAY_TYPE(uint32_list) generic;
 };
-
-struct access_rules_cursor {
-	const struct access_rule *const *rules;
-	unsigned int count, pos;
-};
-ARRAY_DEFINE_TYPE(access_rules_cursor, struct access_rules_cursor);
 
 static bool access_rules_is_literal(const char *str)
 {
 	return strpbrk(str, "*?") == NULL;
 }
 
-static bool access_rules_strings_literal(const struct access_rule_strings *strings)
+static bool
+access_rules_strings_literal(const struct access_rule_strings *strings)
 {
 	const char *str;
 
@@ -83,37 +75,38 @@ access_rules_user_domains_literal(const struct access_rule_strings *users)
 	return TRUE;
 }
 
-static void
-access_rules_hash_add_key(pool_t pool, HASH_TABLE_TYPE(access_rules_key) hash,
-			  const char *key, const struct access_rule *rule)
+void access_rules_rule_keys(const struct access_rule *rule,
+			    access_rules_key_callback_t *callback,
+			    void *context)
 {
-	ARRAY_TYPE(access_rule_const) *list;
-
-	list = hash_table_lookup(hash, key);
-	if (list == NULL) {
-		list = p_new(pool, ARRAY_TYPE(access_rule_const), 1);
-		p_array_init(list, pool, 2);
-		hash_table_insert(hash, key, list);
-	}
-	/* "user a,a" would file the rule twice */
-	if (array_count(list) == 0 ||
-	    array_idx_elem(list, array_count(list) - 1) != rule)
-		array_push_back(list, &rule);
-}
-
-static void
-access_rules_hash_add(pool_t pool,
-		      HASH_TABLE_TYPE(access_rules_key) hash,
-		      const struct access_rule_strings *strings,
-		      const struct access_rule *rule)
-{
+	const struct access_rule_net *net;
 	const char *key;
 
-	array_foreach_elem(&strings->positive, key)
-		access_rules_hash_add_key(pool, hash, key, rule);
+	if (access_rules_strings_literal(rule->users)) {
+		array_foreach_elem(&rule->users->positive, key)
+			callback(context, ACCESS_RULES_KEY_USER, key, NULL);
+	} else if (rule->nets != NULL &&
+		   array_count(&rule->nets->positive) > 0) {
+		array_foreach(&rule->nets->positive, net)
+			callback(context, ACCESS_RULES_KEY_NET, NULL, net);
+	} else if (access_rules_user_domains_literal(rule->users)) {
+		/* "user *@example.com" can only match that domain */
+		array_foreach_elem(&rule->users->positive, key) {
+			callback(context, ACCESS_RULES_KEY_DOMAIN,
+				 access_rules_glob_domain(key), NULL);
+		}
+	} else if (access_rules_strings_literal(rule->domains)) {
+		array_foreach_elem(&rule->domains->positive, key)
+			callback(context, ACCESS_RULES_KEY_DOMAIN, key, NULL);
+	} else if (access_rules_strings_literal(rule->groups)) {
+		array_foreach_elem(&rule->groups->positive, key)
+			callback(context, ACCESS_RULES_KEY_GROUP, key, NULL);
+	} else {
+		callback(context, ACCESS_RULES_KEY_GENERIC, NULL, NULL);
+	}
 }
 
-static bool access_rules_ip_bit(const struct ip_addr *ip, unsigned int bit)
+bool access_rules_ip_bit(const struct ip_addr *ip, unsigned int bit)
 {
 	const unsigned char *bytes = IPADDR_IS_V4(ip) ?
 		(const unsigned char *)&ip->u.ip4.s_addr : ip->u.ip6.s6_addr;
@@ -121,10 +114,21 @@ static bool access_rules_ip_bit(const struct ip_addr *ip, unsigned int bit)
 	return (bytes[bit / 8] & (0x80 >> (bit % 8))) != 0;
 }
 
+/* Appends the rule to a list unless it is already its last entry
+   ("user a,a" would file it twice). */
+static void access_rules_list_add(pool_t pool, ARRAY_TYPE(uint32_list) *list,
+				  uint32_t rule_index)
+{
+	if (!array_is_created(list))
+		p_array_init(list, pool, 2);
+	if (array_count(list) == 0 ||
+	    *array_idx(list, array_count(list) - 1) != rule_index)
+		array_push_back(list, &rule_index);
+}
+
 static void
 access_rules_trie_add(struct access_rules_index *index,
-		      const struct access_rule_net *net,
-		      const struct access_rule *rule)
+		      const struct access_rule_net *net, uint32_t rule_index)
 {
 	struct access_rules_trie_node **nodep, *node;
 	unsigned int bit;
@@ -138,252 +142,137 @@ access_rules_trie_add(struct access_rules_index *index,
 			break;
 		nodep = &node->child[access_rules_ip_bit(&net->ip, bit) ? 1 : 0];
 	}
-	if (!array_is_created(&node->rules))
-		p_array_init(&node->rules, index->pool, 2);
-	if (array_count(&node->rules) == 0 ||
-	    array_idx_elem(&node->rules, array_count(&node->rules) - 1) != rule)
-		array_push_back(&node->rules, &rule);
+	access_rules_list_add(index->pool, &node->rules, rule_index);
 }
 
+struct access_rules_index_add_context {
+	struct access_rules_index *index;
+	uint32_t rule_index;
+};
+
 static void
-access_rules_index_add(struct access_rules_index *index,
-		       const struct access_rule *rule)
+access_rules_index_add_key(void *context, enum access_rules_key_type type,
+			   const char *key, const struct access_rule_net *net)
 {
-	const struct access_rule_net *net;
+	struct access_rules_index_add_context *ctx = context;
+	struct access_rules_index *index = ctx->index;
+	ARRAY_TYPE(uint32_list) *list;
 
-	if (access_rules_strings_literal(rule->users))
-		access_rules_hash_add(index->pool, index->users, rule->users, rule);
-	else if (rule->nets != NULL && array_count(&rule->nets->positive) > 0) {
-		array_foreach(&rule->nets->positive, net)
-			access_rules_trie_add(index, net, rule);
-	} else if (access_rules_user_domains_literal(rule->users)) {
-		const char *glob;
-
-		/* "user *@example.com" can only match that domain */
-		array_foreach_elem(&rule->users->positive, glob) {
-			access_rules_hash_add_key(index->pool, index->domains,
-				access_rules_glob_domain(glob), rule);
+	switch (type) {
+	case ACCESS_RULES_KEY_USER:
+	case ACCESS_RULES_KEY_DOMAIN:
+	case ACCESS_RULES_KEY_GROUP:
+		list = hash_table_lookup(index->keys[type], key);
+		if (list == NULL) {
+			list = p_new(index->pool, ARRAY_TYPE(uint32_list), 1);
+			hash_table_insert(index->keys[type], key, list);
 		}
-	} else if (access_rules_strings_literal(rule->domains)) {
-		access_rules_hash_add(index->pool, index->domains,
-				      rule->domains, rule);
-	} else if (access_rules_strings_literal(rule->groups)) {
-		access_rules_hash_add(index->pool, index->groups,
-				      rule->groups, rule);
-	} else
-		array_push_back(&index->generic, &rule);
+		access_rules_list_add(index->pool, list, ctx->rule_index);
+		break;
+	case ACCESS_RULES_KEY_NET:
+		access_rules_trie_add(index, net, ctx->rule_index);
+		break;
+	case ACCESS_RULES_KEY_GENERIC:
+		access_rules_list_add(index->pool, &index->generic,
+				      ctx->rule_index);
+		break;
+	}
 }
 
 struct access_rules_index *
-access_rules_index_build(pool_t pool, const struct access_rule_set *set,
-			 enum access_rule_protocol protocol)
+access_rules_index_build(pool_t pool, const struct access_rule_set *set)
 {
+	struct access_rules_index_add_context ctx;
 	struct access_rules_index *index;
 	struct access_rule *rule;
+	unsigned int i;
 
 	index = p_new(pool, struct access_rules_index, 1);
 	index->pool = pool;
-	hash_table_create(&index->users, pool, 0, str_hash, strcmp);
-	hash_table_create(&index->domains, pool, 0, str_hash, strcmp);
-	hash_table_create(&index->groups, pool, 0, str_hash, strcmp);
+	index->set = set;
+	for (i = 0; i < N_ELEMENTS(index->keys); i++)
+		hash_table_create(&index->keys[i], pool, 0, str_hash, strcmp);
 	p_array_init(&index->generic, pool, 8);
+
+	i_zero(&ctx);
+	ctx.index = index;
 	array_foreach_elem(&set->rules, rule) {
-		if ((rule->protocols & (1U << protocol)) != 0)
-			access_rules_index_add(index, rule);
+		ctx.rule_index = rule->index;
+		access_rules_rule_keys(rule, access_rules_index_add_key, &ctx);
 	}
 	return index;
 }
 
-static bool
-access_rules_strings_match(const struct access_rule_strings *strings,
-			   const char *value)
-{
-	const char *glob;
-	bool matched;
-
-	if (value == NULL)
-		return FALSE;
-	matched = array_count(&strings->positive) == 0;
-	array_foreach_elem(&strings->positive, glob) {
-		if (wildcard_match_icase(value, glob)) {
-			matched = TRUE;
-			break;
-		}
-	}
-	if (!matched)
-		return FALSE;
-	array_foreach_elem(&strings->negative, glob) {
-		if (wildcard_match_icase(value, glob))
-			return FALSE;
-	}
-	return TRUE;
-}
-
-/* A user is in a group condition when any of its groups matches a
-   positive value and none of its groups matches a negated one. */
-static bool
-access_rules_groups_match(const struct access_rule_strings *strings,
-			  const char *const *groups)
-{
-	const char *glob;
-	unsigned int i;
-	bool matched;
-
-	matched = array_count(&strings->positive) == 0;
-	for (i = 0; groups != NULL && groups[i] != NULL && !matched; i++) {
-		array_foreach_elem(&strings->positive, glob) {
-			if (wildcard_match_icase(groups[i], glob)) {
-				matched = TRUE;
-				break;
-			}
-		}
-	}
-	if (!matched)
-		return FALSE;
-	for (i = 0; groups != NULL && groups[i] != NULL; i++) {
-		array_foreach_elem(&strings->negative, glob) {
-			if (wildcard_match_icase(groups[i], glob))
-				return FALSE;
-		}
-	}
-	return TRUE;
-}
-
-static bool
-access_rules_nets_match(const struct access_rule_nets *nets,
-			const struct ip_addr *ip)
-{
-	const struct access_rule_net *net;
-	bool matched;
-
-	if (ip->family == 0)
-		return FALSE;
-	matched = array_count(&nets->positive) == 0;
-	array_foreach(&nets->positive, net) {
-		if (net_is_in_network(ip, &net->ip, net->bits)) {
-			matched = TRUE;
-			break;
-		}
-	}
-	if (!matched)
-		return FALSE;
-	array_foreach(&nets->negative, net) {
-		if (net_is_in_network(ip, &net->ip, net->bits))
-			return FALSE;
-	}
-	return TRUE;
-}
-
-static bool
-access_rules_ports_match(const struct access_rule_ports *ports, in_port_t port)
-{
-	const struct access_rule_port_range *range;
-	bool matched;
-
-	if (port == 0)
-		return FALSE;
-	matched = array_count(&ports->positive) == 0;
-	array_foreach(&ports->positive, range) {
-		if (port >= range->first && port <= range->last) {
-			matched = TRUE;
-			break;
-		}
-	}
-	if (!matched)
-		return FALSE;
-	array_foreach(&ports->negative, range) {
-		if (port >= range->first && port <= range->last)
-			return FALSE;
-	}
-	return TRUE;
-}
-
-static const char *access_rules_user_domain(const char *username)
-{
-	const char *at = username == NULL ? NULL : strrchr(username, '@');
-
-	return at == NULL ? NULL : at + 1;
-}
-
-static bool
-access_rules_time_match(const struct access_rule *rule, time_t now)
-{
-	struct tm tm;
-	unsigned int minute;
-
-	if (localtime_r(&now, &tm) == NULL)
-		return FALSE;
-	if (rule->days != 0 && (rule->days & (1U << tm.tm_wday)) == 0)
-		return FALSE;
-	if (!rule->has_time)
-		return TRUE;
-	minute = tm.tm_hour * 60 + tm.tm_min;
-	if (rule->time_start < rule->time_end)
-		return minute >= rule->time_start && minute < rule->time_end;
-	return minute >= rule->time_start || minute < rule->time_end;
-}
-
-bool access_rule_match(const struct access_rule *rule,
-		       const struct access_rules_session *session)
-{
-	if ((rule->protocols & (1U << session->protocol)) == 0)
-		return FALSE;
-	if (rule->users != NULL &&
-	    !access_rules_strings_match(rule->users, session->username))
-		return FALSE;
-	if (rule->domains != NULL &&
-	    !access_rules_strings_match(rule->domains,
-			access_rules_user_domain(session->username)))
-		return FALSE;
-	if (rule->groups != NULL &&
-	    !access_rules_groups_match(rule->groups, session->groups))
-		return FALSE;
-	if (rule->nets != NULL &&
-	    !access_rules_nets_match(rule->nets, &session->remote_ip))
-		return FALSE;
-	if (rule->ports != NULL &&
-	    !access_rules_ports_match(rule->ports, session->local_port))
-		return FALSE;
-	if (rule->tls == ACCESS_RULE_TLS_YES && !session->tls)
-		return FALSE;
-	if (rule->tls == ACCESS_RULE_TLS_NO && session->tls)
-		return FALSE;
-	if (rule->client_names != NULL &&
-	    !access_rules_strings_match(rule->client_names,
-					session->client_name))
-		return FALSE;
-	if (rule->client_versions != NULL &&
-	    !access_rules_strings_match(rule->client_versions,
-					session->client_version))
-		return FALSE;
-	if ((rule->has_time || rule->days != 0) &&
-	    !access_rules_time_match(rule, session->now))
-		return FALSE;
-	return TRUE;
-}
-
-static void
-access_rules_cursor_add(ARRAY_TYPE(access_rules_cursor) *cursors,
-			const ARRAY_TYPE(access_rule_const) *list)
+void access_rules_cursor_add(ARRAY_TYPE(access_rules_cursor) *cursors,
+			     const uint32_t *indexes, unsigned int count)
 {
 	struct access_rules_cursor *cursor;
 
-	if (list == NULL || !array_is_created(list) || array_count(list) == 0)
+	if (count == 0)
 		return;
 	cursor = array_append_space(cursors);
-	cursor->rules = array_get(list, &cursor->count);
+	cursor->indexes = indexes;
+	cursor->count = count;
 }
 
 static void
-access_rules_cursor_add_hash(ARRAY_TYPE(access_rules_cursor) *cursors,
-	HASH_TABLE_TYPE(access_rules_key) hash,
-	const char *key)
+access_rules_cursor_add_list(ARRAY_TYPE(access_rules_cursor) *cursors,
+			     const ARRAY_TYPE(uint32_list) *list)
+{
+	const uint32_t *indexes;
+	unsigned int count;
+
+	if (list == NULL || !array_is_created(list))
+		return;
+	indexes = array_get(list, &count);
+	access_rules_cursor_add(cursors, indexes, count);
+}
+
+int access_rules_cursors_first_match(ARRAY_TYPE(access_rules_cursor) *cursors,
+				     access_rules_match_callback_t *match,
+				     void *context, uint32_t *rule_index_r)
+{
+	struct access_rules_cursor *cursor;
+	uint32_t next;
+	bool found;
+	int ret;
+
+	for (;;) {
+		found = FALSE;
+		next = 0;
+		array_foreach_modifiable(cursors, cursor) {
+			if (cursor->pos < cursor->count &&
+			    (!found || cursor->indexes[cursor->pos] < next)) {
+				next = cursor->indexes[cursor->pos];
+				found = TRUE;
+			}
+		}
+		if (!found)
+			return 0;
+		if ((ret = match(context, next)) != 0) {
+			*rule_index_r = next;
+			return ret;
+		}
+		/* advance every list past this rule, so each rule is
+		   tested once however many keys filed it */
+		array_foreach_modifiable(cursors, cursor) {
+			if (cursor->pos < cursor->count &&
+			    cursor->indexes[cursor->pos] == next)
+				cursor->pos++;
+		}
+	}
+}
+
+static void
+access_rules_cursor_add_key(ARRAY_TYPE(access_rules_cursor) *cursors,
+			    HASH_TABLE_TYPE(access_rules_key) hash,
+			    const char *key)
 {
 	if (key == NULL || hash_table_count(hash) == 0)
 		return;
 	/* no T_BEGIN here: cursors lives in the caller's data stack frame
 	   and may grow */
-	access_rules_cursor_add(cursors,
+	access_rules_cursor_add_list(cursors,
 		hash_table_lookup(hash, t_str_lcase(key)));
 }
 
@@ -395,79 +284,102 @@ access_rules_cursor_add_trie(ARRAY_TYPE(access_rules_cursor) *cursors,
 	unsigned int bit, max_bits = IPADDR_IS_V4(ip) ? 32 : 128;
 
 	for (bit = 0; node != NULL; bit++) {
-		access_rules_cursor_add(cursors, &node->rules);
+		access_rules_cursor_add_list(cursors, &node->rules);
 		if (bit == max_bits)
 			break;
 		node = node->child[access_rules_ip_bit(ip, bit) ? 1 : 0];
 	}
 }
 
+struct access_rules_index_match_context {
+	const struct access_rules_index *index;
+	const struct access_rules_session *session;
+};
+
+static int access_rules_index_match(void *context, uint32_t rule_index)
+{
+	struct access_rules_index_match_context *ctx = context;
+	const struct access_rule *rule =
+		array_idx_elem(&ctx->index->set->rules, rule_index);
+
+	return access_rule_match(rule, ctx->session) ? 1 : 0;
+}
+
 const struct access_rule *
 access_rules_index_lookup(const struct access_rules_index *index,
 			  const struct access_rules_session *session)
 {
+	struct access_rules_index_match_context ctx = {
+		.index = index,
+		.session = session,
+	};
 	ARRAY_TYPE(access_rules_cursor) cursors;
-	struct access_rules_cursor *cursor;
-	const struct access_rule *next, *found = NULL;
+	uint32_t rule_index;
 	unsigned int i;
 
 	t_array_init(&cursors, 8);
-	access_rules_cursor_add_hash(&cursors, index->users, session->username);
-	access_rules_cursor_add_hash(&cursors, index->domains,
-			access_rules_user_domain(session->username));
-	for (i = 0; session->groups != NULL && session->groups[i] != NULL; i++)
-		access_rules_cursor_add_hash(&cursors, index->groups,
-					     session->groups[i]);
+	access_rules_cursor_add_key(&cursors, index->keys[ACCESS_RULES_KEY_USER],
+				    session->username);
+	access_rules_cursor_add_key(&cursors,
+				    index->keys[ACCESS_RULES_KEY_DOMAIN],
+				    access_rules_user_domain(session->username));
+	for (i = 0; session->groups != NULL && session->groups[i] != NULL; i++) {
+		access_rules_cursor_add_key(&cursors,
+					    index->keys[ACCESS_RULES_KEY_GROUP],
+					    session->groups[i]);
+	}
 	if (IPADDR_IS_V4(&session->remote_ip))
 		access_rules_cursor_add_trie(&cursors, index->trie_ip4,
 					     &session->remote_ip);
 	else if (IPADDR_IS_V6(&session->remote_ip))
 		access_rules_cursor_add_trie(&cursors, index->trie_ip6,
 					     &session->remote_ip);
-	access_rules_cursor_add(&cursors, &index->generic);
+	access_rules_cursor_add_list(&cursors, &index->generic);
 
-	/* merge the sorted lists, testing each rule once in file order */
-	for (;;) {
-		next = NULL;
-		array_foreach_modifiable(&cursors, cursor) {
-			if (cursor->pos < cursor->count &&
-			    (next == NULL ||
-			     cursor->rules[cursor->pos]->index < next->index))
-				next = cursor->rules[cursor->pos];
-		}
-		if (next == NULL)
-			break;
-		if (access_rule_match(next, session)) {
-			found = next;
-			break;
-		}
-		array_foreach_modifiable(&cursors, cursor) {
-			if (cursor->pos < cursor->count &&
-			    cursor->rules[cursor->pos] == next)
-				cursor->pos++;
-		}
-	}
-	return found;
+	if (access_rules_cursors_first_match(&cursors, access_rules_index_match,
+					     &ctx, &rule_index) <= 0)
+		return NULL;
+	return array_idx_elem(&index->set->rules, rule_index);
+}
+
+void access_rules_decision_from_rule(struct access_rules_decision *decision,
+				     const struct access_rule *rule)
+{
+	decision->action = rule->action;
+	decision->rule_line = rule->line;
+	decision->reason = rule->reason;
+	decision->mailboxes = rule->mailboxes;
+	decision->hidden_mailboxes = rule->hidden_mailboxes;
+	decision->max_sessions = rule->max_sessions;
+	memcpy(decision->max_protocol_sessions, rule->max_protocol_sessions,
+	       sizeof(decision->max_protocol_sessions));
 }
 
 int access_rules_evaluate(const struct access_rules *rules,
 			  const char *ruleset,
 			  const struct access_rules_session *session,
-			  struct access_rules_decision *decision_r)
+			  struct access_rules_decision *decision_r,
+			  const char **error_r)
 {
 	const struct access_rule_set *set;
 	const struct access_rule *rule;
 
+	if (rules->compiled != NULL) {
+		return access_rules_compiled_evaluate(rules->compiled, ruleset,
+						      session, decision_r,
+						      error_r);
+	}
 	set = access_rules_find_set(rules, ruleset);
-	if (set == NULL)
+	if (set == NULL) {
+		*error_r = t_strdup_printf("no rule set \"%s\"", ruleset);
 		return -1;
+	}
 
 	i_zero(decision_r);
 	decision_r->ruleset = set->name;
 	decision_r->depends_on_client_id = set->has_client_id_rules;
 	T_BEGIN {
-		rule = access_rules_index_lookup(set->index[session->protocol],
-						 session);
+		rule = access_rules_index_lookup(set->index, session);
 	} T_END;
 	if (rule == NULL) {
 		decision_r->action = set->default_action;
@@ -475,13 +387,6 @@ int access_rules_evaluate(const struct access_rules *rules,
 		decision_r->default_line = set->default_line;
 		return 0;
 	}
-	decision_r->action = rule->action;
-	decision_r->rule_line = rule->line;
-	decision_r->reason = rule->reason;
-	decision_r->mailboxes = rule->mailboxes;
-	decision_r->hidden_mailboxes = rule->hidden_mailboxes;
-	decision_r->max_sessions = rule->max_sessions;
-	memcpy(decision_r->max_protocol_sessions, rule->max_protocol_sessions,
-	       sizeof(decision_r->max_protocol_sessions));
+	access_rules_decision_from_rule(decision_r, rule);
 	return 0;
 }

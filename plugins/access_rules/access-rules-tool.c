@@ -12,6 +12,7 @@
 
 #define ACCESS_RULES_TOOL_USAGE \
 "usage: access-rules check FILE\n" \
+"       access-rules compile FILE\n" \
 "       access-rules test FILE --user USER --protocol imap|pop3 --ip IP\n" \
 "                    [--tls] [--port PORT] [--groups G1,G2]\n" \
 "                    [--client-id NAME] [--client-version VERSION]\n" \
@@ -37,14 +38,15 @@ static int ATTR_FORMAT(1, 2) access_rules_tool_usage(const char *fmt, ...)
 }
 
 /* Returns the rules, or NULL after printing every error. */
-static struct access_rules *access_rules_tool_load(const char *path)
+static struct access_rules *
+access_rules_tool_load(const char *path, enum access_rules_load_flags flags)
 {
 	ARRAY_TYPE(const_string) errors;
 	struct access_rules *rules;
 	const char *error;
 
 	t_array_init(&errors, 8);
-	if (access_rules_load(path, &rules, &errors) < 0) {
+	if (access_rules_load(path, flags, &rules, &errors) < 0) {
 		array_foreach_elem(&errors, error)
 			fprintf(stderr, "%s\n", error);
 		return NULL;
@@ -54,15 +56,47 @@ static struct access_rules *access_rules_tool_load(const char *path)
 
 static int access_rules_tool_check(const char *path)
 {
-	struct access_rules *rules;
+	struct access_rules *rules, *compiled;
+	ARRAY_TYPE(const_string) errors;
 
-	rules = access_rules_tool_load(path);
+	rules = access_rules_tool_load(path, ACCESS_RULES_LOAD_FLAG_TEXT);
 	if (rules == NULL)
 		return ACCESS_RULES_TOOL_EXIT_INVALID;
 	printf("%s: OK, %u rules in %u rule sets\n", path,
 	       access_rules_count(rules), access_rules_set_count(rules));
 	access_rules_free(&rules);
+
+	/* say whether logins will use the compiled file */
+	t_array_init(&errors, 1);
+	if (access_rules_load(path, 0, &compiled, &errors) == 0) {
+		if (access_rules_is_compiled(compiled))
+			printf("%s.compiled: up to date\n", path);
+		else if (access_rules_get_warning(compiled) != NULL) {
+			printf("%s\n", access_rules_get_warning(compiled));
+		}
+		access_rules_free(&compiled);
+	}
 	return ACCESS_RULES_TOOL_EXIT_OK;
+}
+
+static int access_rules_tool_compile(const char *path)
+{
+	struct access_rules *rules;
+	const char *error;
+	int ret = ACCESS_RULES_TOOL_EXIT_OK;
+
+	rules = access_rules_tool_load(path, ACCESS_RULES_LOAD_FLAG_TEXT);
+	if (rules == NULL)
+		return ACCESS_RULES_TOOL_EXIT_INVALID;
+	if (access_rules_compile(rules, &error) < 0) {
+		fprintf(stderr, "%s: can't compile: %s\n", path, error);
+		ret = ACCESS_RULES_TOOL_EXIT_INVALID;
+	} else {
+		printf("%s.compiled: %u rules in %u rule sets\n", path,
+		       access_rules_count(rules), access_rules_set_count(rules));
+	}
+	access_rules_free(&rules);
+	return ret;
 }
 
 static int access_rules_tool_parse_time(const char *str, time_t *time_r)
@@ -139,7 +173,7 @@ static int access_rules_tool_test(int argc, char *argv[])
 	struct access_rules_session session;
 	struct access_rules_decision decision;
 	struct access_rules *rules;
-	const char *path, *ruleset = ACCESS_RULES_DEFAULT_SET;
+	const char *path, *ruleset = ACCESS_RULES_DEFAULT_SET, *error;
 	bool have_protocol = FALSE, have_ip = FALSE;
 	int c, ret;
 
@@ -211,11 +245,12 @@ static int access_rules_tool_test(int argc, char *argv[])
 			"test needs --user, --protocol and --ip");
 	}
 
-	rules = access_rules_tool_load(path);
+	rules = access_rules_tool_load(path, 0);
 	if (rules == NULL)
 		return ACCESS_RULES_TOOL_EXIT_INVALID;
-	if (access_rules_evaluate(rules, ruleset, &session, &decision) < 0) {
-		fprintf(stderr, "%s: no rule set \"%s\"\n", path, ruleset);
+	if (access_rules_evaluate(rules, ruleset, &session, &decision,
+				  &error) < 0) {
+		fprintf(stderr, "%s: %s\n", path, error);
 		ret = ACCESS_RULES_TOOL_EXIT_INVALID;
 	} else {
 		access_rules_tool_print(rules, &decision);
@@ -236,6 +271,10 @@ int main(int argc, char *argv[])
 		ret = argc != 3 ?
 			access_rules_tool_usage("check takes one FILE") :
 			access_rules_tool_check(argv[2]);
+	} else if (strcmp(argv[1], "compile") == 0) {
+		ret = argc != 3 ?
+			access_rules_tool_usage("compile takes one FILE") :
+			access_rules_tool_compile(argv[2]);
 	} else if (strcmp(argv[1], "test") == 0)
 		ret = access_rules_tool_test(argc - 1, argv + 1);
 	else

@@ -44,24 +44,30 @@ static bool access_rules_cache_valid(const char *path, const struct stat *st)
 
 /* Returns the rules, or NULL after logging why they can't be used. */
 static struct access_rules *
-access_rules_get(struct event *event, const char *path)
+access_rules_get(struct event *event, const char *path,
+		 enum access_rules_load_flags flags)
 {
 	ARRAY_TYPE(const_string) errors;
 	struct access_rules *rules;
 	const char *error;
 	struct stat st;
 
-	if (stat(path, &st) == 0 && access_rules_cache_valid(path, &st))
+	if (stat(path, &st) == 0 && access_rules_cache_valid(path, &st) &&
+	    (flags == 0 || !access_rules_is_compiled(access_rules_cache)))
 		return access_rules_cache;
 
 	/* a file that is broken now must not leave the old rules in force:
 	   the admin can't tell which ones are */
 	access_rules_free(&access_rules_cache);
 	t_array_init(&errors, 4);
-	if (access_rules_load(path, &rules, &errors) < 0) {
+	if (access_rules_load(path, flags, &rules, &errors) < 0) {
 		array_foreach_elem(&errors, error)
 			e_error(event, "%s", error);
 		return NULL;
+	}
+	if (access_rules_get_warning(rules) != NULL) {
+		e_warning(event, "Using the text rules: %s",
+			  access_rules_get_warning(rules));
 	}
 	access_rules_cache = rules;
 	/* stat again: the file may have changed while it was read, and
@@ -220,8 +226,9 @@ access_rules_user_evaluate(struct mail_user *user,
 	struct access_rules_session_counts counts, *countsp = NULL;
 	struct access_rules *rules;
 	const char *error;
+	int ret;
 
-	rules = access_rules_get(auser->event, auser->set->file);
+	rules = access_rules_get(auser->event, auser->set->file, 0);
 	if (rules == NULL) {
 		auser->refusal = "Internal error: invalid access rules.";
 		e_error(auser->event, "Refusing the session: the rules file "
@@ -229,12 +236,27 @@ access_rules_user_evaluate(struct mail_user *user,
 		return -1;
 	}
 	auser->session.now = ioloop_time;
-	if (access_rules_evaluate(rules, auser->set->ruleset, &auser->session,
-				  &decision) < 0) {
+	ret = access_rules_evaluate(rules, auser->set->ruleset,
+				    &auser->session, &decision, &error);
+	if (ret < 0 && access_rules_is_compiled(rules)) {
+		/* a damaged compiled file: the text still has the answer */
+		e_warning(auser->event, "Using the text rules: %s", error);
+		rules = access_rules_get(auser->event, auser->set->file,
+					 ACCESS_RULES_LOAD_FLAG_TEXT);
+		if (rules == NULL) {
+			auser->refusal = "Internal error: invalid access rules.";
+			e_error(auser->event, "Refusing the session: the "
+				"rules file %s is invalid", auser->set->file);
+			return -1;
+		}
+		ret = access_rules_evaluate(rules, auser->set->ruleset,
+					    &auser->session, &decision, &error);
+	}
+	if (ret < 0) {
 		auser->refusal = "Internal error: invalid access rules.";
 		e_error(auser->event, "Refusing the session: "
-			"access_rules_ruleset=%s: no such rule set in %s",
-			auser->set->ruleset, auser->set->file);
+			"access_rules_ruleset=%s: %s in %s",
+			auser->set->ruleset, error, auser->set->file);
 		return -1;
 	}
 	access_rules_decision_copy(user->pool, &auser->decision, &decision);
@@ -288,9 +310,16 @@ access_rules_session_init(struct mail_user *user,
 	if (auser->set->client_id[0] != '\0') {
 		access_rules_parse_client_id(auser->set->client_id,
 					     &name, &version);
-		session->client_name = p_strdup(user->pool, name);
-		session->client_version = p_strdup(user->pool, version);
-		auser->client_id_used = TRUE;
+		/* %{client_id} of a client that sent no ID before login
+		   expands to "", which Dovecot hands over as "yes": only an
+		   ID that names the client counts, or the first ID after
+		   login would be ignored */
+		if (name != NULL || version != NULL) {
+			session->client_name = p_strdup(user->pool, name);
+			session->client_version =
+				p_strdup(user->pool, version);
+			auser->client_id_used = TRUE;
+		}
 	}
 }
 

@@ -64,16 +64,32 @@ struct access_rules_decision {
 	bool depends_on_client_id;
 };
 
-/* Parse and compile a rules file. Returns 0 on success, -1 if the file
-   can't be read or has errors. On failure errors_r holds one
+enum access_rules_load_flags {
+	/* Parse the text even if a fresh FILE.compiled exists */
+	ACCESS_RULES_LOAD_FLAG_TEXT = 0x01,
+};
+
+/* Load a rules file: from FILE.compiled if it was compiled from the file
+   as it is now, else by parsing the text. Returns 0 on success, -1 if
+   the file can't be read or has errors. On failure errors_r holds one
    "file:line: message" string per problem found (at least one). */
-int access_rules_load(const char *path, struct access_rules **rules_r,
+int access_rules_load(const char *path, enum access_rules_load_flags flags,
+		      struct access_rules **rules_r,
 		      ARRAY_TYPE(const_string) *errors_r);
 /* Same for text already in memory; path is used only in messages. */
 int access_rules_parse(const char *path, const char *text,
 		       struct access_rules **rules_r,
 		       ARRAY_TYPE(const_string) *errors_r);
 void access_rules_free(struct access_rules **rules);
+
+/* Writes FILE.compiled for rules parsed from text. Returns 0, or -1 with
+   error_r. */
+int access_rules_compile(const struct access_rules *rules, const char **error_r);
+/* Returns TRUE if the rules were loaded from FILE.compiled. */
+bool access_rules_is_compiled(const struct access_rules *rules);
+/* Returns why a FILE.compiled beside the file was not used although it
+   exists (damaged, unreadable), or NULL. */
+const char *access_rules_get_warning(const struct access_rules *rules);
 
 const char *access_rules_get_path(const struct access_rules *rules);
 unsigned int access_rules_count(const struct access_rules *rules);
@@ -87,13 +103,15 @@ bool access_rules_set_has_session_caps(const struct access_rules *rules,
 				       const char *ruleset);
 
 /* Evaluate a session against a rule set: the first matching rule wins.
-   Returns 0 and fills decision_r, or -1 if the rule set doesn't exist.
-   The decision's strings point into rules and stay valid until it is
-   freed. */
+   Returns 0 and fills decision_r, or -1 with error_r if the rule set
+   doesn't exist or FILE.compiled turns out to be damaged. The
+   decision's strings stay valid until the next evaluation or until the
+   rules are freed. */
 int access_rules_evaluate(const struct access_rules *rules,
 			  const char *ruleset,
 			  const struct access_rules_session *session,
-			  struct access_rules_decision *decision_r);
+			  struct access_rules_decision *decision_r,
+			  const char **error_r);
 
 const char *access_rule_action_to_string(enum access_rule_action action);
 /* Returns 0 on success, -1 if name isn't a protocol the rules know. */
