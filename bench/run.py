@@ -85,11 +85,13 @@ def start_plugged(rule_count, compiled, other_plugins=""):
 
 def bench_login_select(rounds, report):
     # (name, baseline it is compared with)
-    plan = [("stock", None), ("rules 100 text", "stock"),
+    plan = [("stock", None), ("rules 3 text", "stock"),
+            ("rules 100 text", "stock"),
             ("rules 10k text", "stock"), ("rules 10k compiled", "stock"),
             ("quota", None), ("quota + rules 10k compiled", "quota")]
     sides = {"stock": DovecotInstance(users=["alice"]).start()}
     try:
+        sides["rules 3 text"] = start_plugged(3, False)
         sides["rules 100 text"] = start_plugged(100, False)
         sides["rules 10k text"] = start_plugged(10000, False)
         sides["rules 10k compiled"] = start_plugged(10000, True)
