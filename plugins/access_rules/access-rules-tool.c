@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <time.h>
+#include <sys/stat.h>
 
 #define ACCESS_RULES_TOOL_USAGE \
 "usage: access-rules check FILE\n" \
@@ -69,10 +70,16 @@ static int access_rules_tool_check(const char *path)
 	/* say whether logins will use the compiled file */
 	t_array_init(&errors, 1);
 	if (access_rules_load(path, 0, &compiled, &errors) == 0) {
+		const char *cpath = t_strconcat(path, ".compiled", NULL);
+		struct stat st;
+
 		if (access_rules_is_compiled(compiled))
-			printf("%s.compiled: up to date\n", path);
-		else if (access_rules_get_warning(compiled) != NULL) {
+			printf("%s: up to date\n", cpath);
+		else if (access_rules_get_warning(compiled) != NULL)
 			printf("%s\n", access_rules_get_warning(compiled));
+		else if (stat(cpath, &st) == 0) {
+			printf("%s: out of date, logins read the text until "
+			       "you run: access-rules compile %s\n", cpath, path);
 		}
 		access_rules_free(&compiled);
 	}

@@ -346,6 +346,9 @@ void access_rules_mail_user_created(struct mail_user *user)
 	auser->event = event_create(user->event);
 	event_add_category(auser->event, &event_category_access_rules);
 	event_set_append_log_prefix(auser->event, "access_rules: ");
+	/* mail_debug=yes from userdb doesn't reach the user's event */
+	if (user->mail_debug)
+		event_set_forced_debug(auser->event, TRUE);
 
 	if (access_rules_settings_read(user, &auser->set, &error) < 0) {
 		/* fail closed: the session fails with an internal error */

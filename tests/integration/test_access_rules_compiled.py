@@ -131,7 +131,7 @@ def test_stale_compiled_file_is_ignored(server):
     assert outcome(dc, "bob", "imap", "127.0.0.1") == "BYE [NOPERM] bob edited out"
     check = subprocess.run([str(TOOL), "check", str(path)],
                            capture_output=True, text=True)
-    assert "up to date" not in check.stdout
+    assert "rules.conf.compiled: out of date" in check.stdout
 
 
 def test_damaged_compiled_file_falls_back_to_text(server):
