@@ -289,6 +289,34 @@ static void test_match_kinds(void)
 	test_end();
 }
 
+static void test_unknown_values(void)
+{
+	struct access_rules *rules;
+	struct access_rules_session s;
+	enum access_rule_action action;
+	const char *staff[] = { "staff", NULL };
+
+	test_begin("access rules: unknown values never match, no groups is known");
+	rules = parse_ok("deny from !10.0.0.0/8\n"          /* 1 */
+			 "deny client-name !Good*\n"       /* 2 */
+			 "deny domain !example.com\n"      /* 3 */
+			 "readonly group !staff\n");       /* 4 */
+	test_assert(rules != NULL);
+	if (rules == NULL) {
+		test_end();
+		return;
+	}
+	/* no address, no ID, no domain: none of 1-3 can hold */
+	session_init(&s, "imap", "localuser", NULL);
+	s.groups = staff;
+	test_assert(decide(rules, &s, &action) == 0);
+	/* no groups at all: "not staff" holds */
+	s.groups = NULL;
+	test_assert(decide(rules, &s, &action) == 4);
+	access_rules_free(&rules);
+	test_end();
+}
+
 static void test_first_match_wins(void)
 {
 	struct access_rules *rules;
@@ -630,6 +658,7 @@ int main(void)
 		test_parse_many_errors,
 		test_parse_ok,
 		test_match_kinds,
+		test_unknown_values,
 		test_first_match_wins,
 		test_index_equals_scan,
 		test_compiled_equals_text,
