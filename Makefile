@@ -19,8 +19,7 @@ DESTDIR ?=
 
 CFLAGS ?= -O2 -g
 WARNINGS = -Wall -Wextra -Werror -Wmissing-prototypes -Wmissing-declarations \
-	-Wpointer-arith -Wchar-subscripts -Wformat=2 -Wbad-function-cast \
-	-Wno-unused-parameter -Wno-sign-compare
+	-Wpointer-arith -Wchar-subscripts -Wformat=2 -Wbad-function-cast
 ALL_CFLAGS = -std=gnu99 $(WARNINGS) -DHAVE_CONFIG_H -fPIC \
 	$(DOVECOT_INCLUDE) -Iinclude $(CFLAGS)
 LIBDOVECOT = -L$(DOVECOT_LIBDIR) -Wl,-rpath,$(DOVECOT_LIBDIR) -ldovecot
