@@ -666,9 +666,37 @@ plugin {{
         are already logged in keep their old settings.
         """
         self._write_config_files()
+        old_workers = self._worker_pids("lmtp")
         mark = self.log_mark()
         self.doveadm("reload", check=True)
         self.wait_for_log(r"SIGHUP received - reloading configuration", since=mark)
+        # An lmtp process of the old configuration can still take a
+        # delivery and end it with "421 Shutting down" (sometimes after
+        # saving the message), so wait until the old ones are gone.
+        deadline = time.monotonic() + 5
+        while old_workers & self._worker_pids("lmtp") and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _worker_pids(self, service: str) -> "set[int]":
+        """Live pids of this instance's `service` processes."""
+        if self.proc is None:
+            return set()
+        pids = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat_line = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            fields = stat_line.rsplit(")", 1)[1].split()
+            # titles read "<instance_name>/<service>"
+            title = cmdline.split(b"\0")[0].decode(errors="replace")
+            if (int(fields[2]) == self.proc.pid and fields[0] != "Z" and
+                    title.split(" ")[0].endswith(f"/{service}")):
+                pids.add(int(entry.name))
+        return pids
 
     def write_file(self, relpath: str, text: str, mode: int = 0o644) -> Path:
         """Write a file (e.g. a rules file) inside the instance dir.
