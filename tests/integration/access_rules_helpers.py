@@ -146,6 +146,15 @@ def _server_log_on_failure(request):
             print(f"--- {value.dc.log_path} (tail) ---\n{tail}")
 
 
+@pytest.fixture(autouse=True)
+def _no_crash(server):
+    """No Panic, Fatal or killed process in the log during the test
+    (active in modules that import it and have a `server` fixture)."""
+    mark = server.dc.log_mark()
+    yield
+    assert_no_crash(server.dc, mark)
+
+
 # ------------------------------------------------------------------ log
 
 DECISION_RE = (

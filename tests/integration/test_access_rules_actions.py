@@ -13,7 +13,7 @@ import poplib
 import pytest
 
 from access_rules_helpers import (DEFAULT_DENY_REASON, DEFAULT_READONLY_ERROR,
-                                  RawConn, _server_log_on_failure,  # noqa: F401
+                                  RawConn, _server_log_on_failure, _no_crash,  # noqa: F401
                                   assert_no_crash, curl, curl_received,
                                   decisions, imap_attempt, imap_list_names,
                                   imap_select, imap_text, mailbox_state,
@@ -48,12 +48,6 @@ def seeded(server):
     for box in ("Drafts", "Shared.Team", "Sent Items"):
         _save(dc, "vis", box, f"vis {box}")
 
-
-@pytest.fixture(autouse=True)
-def _no_crash(server):
-    mark = server.dc.log_mark()
-    yield
-    assert_no_crash(server.dc, mark)
 
 
 # ------------------------------------------------------------------ allow

@@ -17,7 +17,7 @@ import re
 
 import pytest
 
-from access_rules_helpers import (IMAP_INTERNAL_ERROR, _server_log_on_failure,  # noqa: F401
+from access_rules_helpers import (IMAP_INTERNAL_ERROR, _server_log_on_failure, _no_crash,  # noqa: F401
                                   assert_no_crash, login_pid, make_message,
                                   mailbox_state, pop3_attempt, run_tool,
                                   server_fixture, try_session, wait_log)
@@ -71,12 +71,6 @@ def files(server):
     server.write_rules('deny reason "Nobody gets in"\n', "denyall.conf")
     server.write_rules(GOOD, "live.conf")
 
-
-@pytest.fixture(autouse=True)
-def _no_crash(server):
-    mark = server.dc.log_mark()
-    yield
-    assert_no_crash(server.dc, mark)
 
 
 def expect_refused_internal(dc, proto, user):

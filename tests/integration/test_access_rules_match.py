@@ -10,7 +10,7 @@ import imaplib
 import pytest
 
 from access_rules_helpers import (DAY_NAMES, IMAP_INTERNAL_ERROR,
-                                  _server_log_on_failure,  # noqa: F401
+                                  _server_log_on_failure, _no_crash,  # noqa: F401
                                   assert_no_crash, avoid_midnight, curl,
                                   curl_received, expect_allowed,
                                   expect_denied, hhmm, imap_attempt,
@@ -30,12 +30,6 @@ PROTOS = ["imap", "pop3"]
 
 server = server_fixture(users=USERS)
 
-
-@pytest.fixture(autouse=True)
-def _no_crash(server):
-    mark = server.dc.log_mark()
-    yield
-    assert_no_crash(server.dc, mark)
 
 
 def _ports(dc, proto):

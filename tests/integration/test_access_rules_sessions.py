@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from access_rules_helpers import (_server_log_on_failure,  # noqa: F401
+from access_rules_helpers import (_server_log_on_failure, _no_crash,  # noqa: F401
                                   assert_no_crash, attempt, login_pid,
                                   server_fixture, try_session, wait_pid_gone)
 
@@ -21,12 +21,6 @@ USERS = [f"cap{i}" for i in range(1, 9)]
 
 server = server_fixture(users=USERS)
 
-
-@pytest.fixture(autouse=True)
-def _no_crash(server):
-    mark = server.dc.log_mark()
-    yield
-    assert_no_crash(server.dc, mark)
 
 
 def limit_reply(proto: str, text: str) -> str:

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from access_rules_helpers import (DAY_NAMES, TOOL, _server_log_on_failure,  # noqa: F401
+from access_rules_helpers import (DAY_NAMES, TOOL, _server_log_on_failure, _no_crash,  # noqa: F401
                                   assert_no_crash, attempt, avoid_midnight,
                                   hhmm, now_minutes, run_tool,
                                   server_fixture, today_index, try_session,
@@ -38,12 +38,6 @@ TOOL_LINE_RE = re.compile(
     r"|the built-in default \(no rule of set (?P<bset>\S+) matched\))"
     r"(?:: (?P<reason>.*))?$")
 
-
-@pytest.fixture(autouse=True)
-def _no_crash(server):
-    mark = server.dc.log_mark()
-    yield
-    assert_no_crash(server.dc, mark)
 
 
 def test_tool_is_built():
