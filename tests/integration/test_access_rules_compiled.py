@@ -5,6 +5,7 @@ when the compiled file is damaged."""
 
 import os
 import poplib
+import re
 import socket
 import subprocess
 import tempfile
@@ -103,6 +104,24 @@ def compile_rules(path):
     return compiled
 
 
+SESSION_END_RE = re.compile(r"^.* (imap|pop3)\([^)]*\)<\d+><[^>]*>: Info: "
+                            r"Disconnected", re.M)
+
+
+def wait_sessions_logged(dc, since, count, timeout=5.0):
+    """Dovecot logs through its log process, so wait until the mail
+    processes of the last `count` sessions have written their last line:
+    any warning of theirs is then in the log, and its absence is real."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = dc.log_text()[since:]
+        if len(SESSION_END_RE.findall(log)) >= count:
+            return log
+        assert time.monotonic() < deadline, \
+            f"only {len(SESSION_END_RE.findall(log))} of {count} sessions logged:\n{log}"
+        time.sleep(0.05)
+
+
 def check_answers(dc):
     for user, protocol, source, expected in CASES:
         got = outcome(dc, user, protocol, source)
@@ -118,7 +137,8 @@ def test_compiled_gives_the_texts_answers(server):
     assert "rules.conf.compiled: up to date" in check.stdout
     mark = len(dc.log_text())
     check_answers(dc)                      # from the compiled file
-    assert "Using the text rules" not in dc.log_text()[mark:]
+    log = wait_sessions_logged(dc, mark, len(CASES))
+    assert "Using the text rules" not in log
 
 
 def test_stale_compiled_file_is_ignored(server):
@@ -149,11 +169,11 @@ def test_damaged_compiled_file_falls_back_to_text(server):
     mark = len(dc.log_text())
     assert outcome(dc, "mallory", "imap", "127.0.0.1").startswith(
         "BYE [NOPERM] mallory is locked out")
-    log = dc.log_text()[mark:]
+    log = wait_sessions_logged(dc, mark, 1)
     assert "Using the text rules" in log and "is damaged" in log
 
     # a truncated file is never used either
     compiled.write_bytes(bytes(data[:len(data) // 2]))
     mark = len(dc.log_text())
     check_answers(dc)
-    assert "Using the text rules" in dc.log_text()[mark:]
+    assert "Using the text rules" in wait_sessions_logged(dc, mark, len(CASES))
