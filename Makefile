@@ -1,4 +1,4 @@
-# Dovecot plugins: access_rules (more to come). See README.md.
+# Dovecot plugins: access_rules, leave_on_server (more to come). See README.md.
 #
 # Everything Dovecot-specific comes from its dovecot-config, so that the
 # same Makefile builds against a Dovecot installed elsewhere:
@@ -23,6 +23,8 @@ WARNINGS = -Wall -Wextra -Werror -Wmissing-prototypes -Wmissing-declarations \
 ALL_CFLAGS = -std=gnu99 $(WARNINGS) -DHAVE_CONFIG_H -fPIC \
 	$(DOVECOT_INCLUDE) -Iinclude $(CFLAGS)
 LIBDOVECOT = -L$(DOVECOT_LIBDIR) -Wl,-rpath,$(DOVECOT_LIBDIR) -ldovecot
+LIBDOVECOT_STORAGE = -L$(DOVECOT_LIBDIR) -Wl,-rpath,$(DOVECOT_LIBDIR) \
+	-ldovecot-storage -ldovecot
 
 ifeq ($(SANITIZE),1)
 ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
@@ -48,8 +50,24 @@ ACCESS_RULES_PLUGIN = plugins/access_rules/access-rules-plugin.c \
 	$(ACCESS_RULES_CORE)
 ACCESS_RULES_TOOL = plugins/access_rules/access-rules-tool.c $(ACCESS_RULES_CORE)
 
-PLUGINS = $(BUILD)/lib10_access_rules_plugin.so
-TOOLS = $(BUILD)/access-rules
+# lib20_: loads after quota (lib10_), whose symbols the quota policy uses
+LEAVE_ON_SERVER_CORE = plugins/leave_on_server/leave-on-server-settings.c \
+	plugins/leave_on_server/leave-on-server-state.c
+LEAVE_ON_SERVER_PLUGIN = plugins/leave_on_server/leave-on-server-plugin.c \
+	plugins/leave_on_server/leave-on-server-user.c \
+	plugins/leave_on_server/leave-on-server-storage.c \
+	plugins/leave_on_server/leave-on-server-move.c \
+	plugins/leave_on_server/leave-on-server-cleanup.c \
+	plugins/leave_on_server/leave-on-server-quota.c \
+	plugins/leave_on_server/leave-on-server-capa.c \
+	plugins/leave_on_server/leave-on-server-pop3.c \
+	$(LEAVE_ON_SERVER_CORE)
+LEAVE_ON_SERVER_TOOL = plugins/leave_on_server/leave-on-server-tool.c \
+	$(LEAVE_ON_SERVER_CORE)
+
+PLUGINS = $(BUILD)/lib10_access_rules_plugin.so \
+	$(BUILD)/lib20_leave_on_server_plugin.so
+TOOLS = $(BUILD)/access-rules $(BUILD)/leave-on-server
 UNIT_TESTS = $(BUILD)/test-access-rules
 BENCHES = $(BUILD)/bench-access-rules
 
@@ -58,7 +76,7 @@ objs = $(patsubst %.c,$(OBJ)/%.o,$(1))
 # Debian 12 packages the build, the tests and the demo need.
 DEB_PACKAGES = dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
 	dovecot-dev liblmdb-dev libssl-dev python3-pytest curl openssl \
-	make gcc
+	make gcc fetchmail getmail6
 
 .PHONY: all install test unit-test integration-test bench demo clean deps \
 	deps-if-missing
@@ -75,6 +93,12 @@ $(OBJ)/%.o: %.c $(wildcard plugins/*/*.h include/*.h)
 
 $(BUILD)/lib10_access_rules_plugin.so: $(call objs,$(ACCESS_RULES_PLUGIN))
 	$(CC) -shared $(LDFLAGS) -o $@ $^
+
+$(BUILD)/lib20_leave_on_server_plugin.so: $(call objs,$(LEAVE_ON_SERVER_PLUGIN))
+	$(CC) -shared $(LDFLAGS) -o $@ $^
+
+$(BUILD)/leave-on-server: $(call objs,$(LEAVE_ON_SERVER_TOOL))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBDOVECOT_STORAGE)
 
 $(BUILD)/access-rules: $(call objs,$(ACCESS_RULES_TOOL))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBDOVECOT)

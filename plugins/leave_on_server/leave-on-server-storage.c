@@ -1,0 +1,419 @@
+/* The POP3 session's INBOX, seen through the device: the listing leaves
+   out what the device deleted (and, with the new-only view, what it
+   has retrieved), DELE under a keeping policy hides instead of
+   expunging, and QUIT's commit writes the device's state in the same
+   transaction as the expunges. */
+
+#include "lib.h"
+#include "array.h"
+#include "ioloop.h"
+#include "mail-storage-private.h"
+#include "mail-search-build.h"
+#include "pop3-common.h"
+#include "leave-on-server-settings.h"
+#include "leave-on-server-state.h"
+#include "leave-on-server-user.h"
+#include "leave-on-server-move.h"
+#include "leave-on-server-storage.h"
+
+#define LEAVE_ON_SERVER_STORAGE_CONTEXT(obj) \
+	MODULE_CONTEXT(obj, leave_on_server_storage_module)
+#define LEAVE_ON_SERVER_MAIL_CONTEXT(obj) \
+	MODULE_CONTEXT_REQUIRE(obj, leave_on_server_mail_module)
+
+struct leave_on_server_mailbox {
+	union mailbox_module_context module_ctx;
+	struct leave_on_server_user *luser;
+};
+
+static MODULE_CONTEXT_DEFINE_INIT(leave_on_server_storage_module,
+				  &mail_storage_module_register);
+static MODULE_CONTEXT_DEFINE_INIT(leave_on_server_mail_module,
+				  &mail_module_register);
+
+static uint32_t leave_on_server_lowest_uid(struct mailbox *box)
+{
+	struct mailbox_status status;
+	ARRAY_TYPE(seq_range) seqs, uids;
+	const struct seq_range *range;
+
+	mailbox_get_open_status(box, STATUS_MESSAGES | STATUS_UIDNEXT,
+				&status);
+	if (status.messages == 0)
+		return status.uidnext;
+	t_array_init(&seqs, 1);
+	t_array_init(&uids, 1);
+	seq_range_array_add(&seqs, 1);
+	mailbox_get_uid_range(box, &seqs, &uids);
+	if (array_count(&uids) == 0)
+		return 1;
+	range = array_front(&uids);
+	return range->seq1;
+}
+
+/* Reads the device's state when INBOX opens, and registers a new
+   device right away so that expiry waits for it from now on. */
+static int leave_on_server_device_open(struct leave_on_server_user *luser,
+				       struct mailbox *box)
+{
+	struct mailbox_transaction_context *t;
+	struct mailbox_status status;
+	const char *damage, *error;
+	int ret;
+
+	ret = leave_on_server_state_load(box, luser->user->pool,
+					 luser->set->device, &luser->device,
+					 &damage, &error);
+	if (ret < 0) {
+		e_error(luser->event, "Reading the state of device %s "
+			"failed: %s", luser->set->device, error);
+		return -1;
+	}
+	if (damage != NULL) {
+		e_warning(luser->event, "The state of device %s is damaged, "
+			  "so it gets every message listed again: %s",
+			  luser->set->device, damage);
+	}
+	mailbox_get_open_status(box, STATUS_UIDVALIDITY, &status);
+	if (ret > 0 && damage == NULL &&
+	    luser->device->uid_validity != status.uidvalidity) {
+		e_info(luser->event, "INBOX's UIDVALIDITY changed "
+		       "(%u -> %u): device %s starts over",
+		       luser->device->uid_validity, status.uidvalidity,
+		       luser->set->device);
+		luser->device = leave_on_server_device_new(luser->user->pool,
+							   luser->set->device);
+		ret = 0;
+	}
+	luser->device->uid_validity = status.uidvalidity;
+	luser->box = box;
+	if (ret > 0 && damage == NULL)
+		return 0;
+
+	luser->device->last_seen = ioloop_time;
+	t = mailbox_transaction_begin(box, MAILBOX_TRANSACTION_FLAG_EXTERNAL,
+				      __func__);
+	if (leave_on_server_state_save(t, luser->device) < 0) {
+		mailbox_transaction_rollback(&t);
+		ret = -1;
+	} else {
+		ret = mailbox_transaction_commit(&t);
+	}
+	if (ret < 0) {
+		e_error(luser->event, "Registering device %s failed: %s",
+			luser->set->device,
+			mailbox_get_last_internal_error(box, NULL));
+		return -1;
+	}
+	if (damage == NULL) {
+		e_info(luser->event, "New device %s registered",
+		       luser->set->device);
+	}
+	return 0;
+}
+
+/* Adds what another session of the same device saved since this one
+   read the state, so that overlapping sessions lose no record. */
+static void leave_on_server_device_reload(struct leave_on_server_user *luser)
+{
+	struct leave_on_server_device *stored;
+	const char *damage, *error;
+
+	if (leave_on_server_state_load(luser->box, luser->user->pool,
+				       luser->set->device, &stored,
+				       &damage, &error) > 0 && damage == NULL)
+		leave_on_server_device_merge(luser->device, stored);
+}
+
+static void
+leave_on_server_device_compact_now(struct leave_on_server_user *luser)
+{
+	uint32_t today = leave_on_server_today();
+	uint32_t keep = luser->set->expire_days + 1;
+
+	leave_on_server_device_compact(luser->device,
+		leave_on_server_lowest_uid(luser->box),
+		today > keep ? today - keep : 0);
+}
+
+struct mail_search_context *
+leave_on_server_search_uids(struct mailbox_transaction_context *t,
+			    const ARRAY_TYPE(seq_range) *uids,
+			    enum mail_fetch_field wanted_fields)
+{
+	struct mail_search_args *args;
+	struct mail_search_arg *arg;
+	struct mail_search_context *ctx;
+
+	args = mail_search_build_init();
+	arg = mail_search_build_add(args, SEARCH_UIDSET);
+	p_array_init(&arg->value.seqset, args->pool, array_count(uids) + 1);
+	array_append_array(&arg->value.seqset, uids);
+	ctx = mailbox_search_init(t, args, NULL, wanted_fields, NULL);
+	mail_search_args_unref(&args);
+	return ctx;
+}
+
+static int leave_on_server_mark_seen(struct mailbox_transaction_context *t,
+				     const ARRAY_TYPE(seq_range) *uids)
+{
+	struct mail_search_context *ctx;
+	struct mail *mail;
+
+	ctx = leave_on_server_search_uids(t, uids, 0);
+	while (mailbox_search_next(ctx, &mail))
+		mail_update_flags(mail, MODIFY_ADD, MAIL_SEEN);
+	return mailbox_search_deinit(&ctx);
+}
+
+/* QUIT: the session's deletions and retrievals become the device's
+   state, written in the transaction that expunges. */
+static int leave_on_server_quit_update(struct leave_on_server_user *luser,
+				       struct mailbox_transaction_context *t)
+{
+	struct leave_on_server_device *dev = luser->device;
+	ARRAY_TYPE(seq_range) done;
+
+	leave_on_server_device_reload(luser);
+	t_array_init(&done, 8);
+	seq_range_array_merge(&done, &luser->retrieved);
+	seq_range_array_merge(&done, &luser->deleted);
+	leave_on_server_device_add_done(dev, leave_on_server_today(), &done);
+	seq_range_array_merge(&dev->hidden, &luser->deleted);
+
+	if (luser->set->mark_seen && array_count(&luser->retrieved) > 0 &&
+	    leave_on_server_mark_seen(t, &luser->retrieved) < 0)
+		return -1;
+
+	dev->last_seen = ioloop_time;
+	leave_on_server_device_compact_now(luser);
+	if (leave_on_server_state_save(t, dev) < 0)
+		return -1;
+	luser->saved_at_quit = TRUE;
+	return 0;
+}
+
+int leave_on_server_device_touch(struct leave_on_server_user *luser)
+{
+	struct mailbox_transaction_context *t;
+
+	leave_on_server_device_reload(luser);
+	luser->device->last_seen = ioloop_time;
+	leave_on_server_device_compact_now(luser);
+	t = mailbox_transaction_begin(luser->box,
+		MAILBOX_TRANSACTION_FLAG_EXTERNAL, __func__);
+	if (leave_on_server_state_save(t, luser->device) < 0) {
+		mailbox_transaction_rollback(&t);
+		return -1;
+	}
+	return mailbox_transaction_commit(&t);
+}
+
+static int leave_on_server_mailbox_open(struct mailbox *box)
+{
+	struct leave_on_server_mailbox *lbox =
+		LEAVE_ON_SERVER_STORAGE_CONTEXT(box);
+
+	if (lbox->module_ctx.super.open(box) < 0)
+		return -1;
+	if (lbox->luser->device == NULL &&
+	    leave_on_server_device_open(lbox->luser, box) < 0) {
+		mail_storage_set_error(box->storage, MAIL_ERROR_TEMP,
+			"Couldn't read the POP3 device's state");
+		return -1;
+	}
+	return 0;
+}
+
+/* The POP3 listing is the one search made before the session has its
+   transaction. */
+static bool leave_on_server_is_listing(struct leave_on_server_user *luser)
+{
+	return luser->client != NULL && luser->client->trans == NULL &&
+		luser->device != NULL && !luser->cleaning;
+}
+
+static struct mail_search_context *
+leave_on_server_search_init(struct mailbox_transaction_context *t,
+			    struct mail_search_args *args,
+			    const enum mail_sort_type *sort_program,
+			    enum mail_fetch_field wanted_fields,
+			    struct mailbox_header_lookup_ctx *wanted_headers)
+{
+	struct leave_on_server_mailbox *lbox =
+		LEAVE_ON_SERVER_STORAGE_CONTEXT(t->box);
+	struct leave_on_server_user *luser = lbox->luser;
+	struct mail_search_arg *arg;
+	ARRAY_TYPE(seq_range) listed;
+
+	if (leave_on_server_is_listing(luser)) T_BEGIN {
+		t_array_init(&listed, 8);
+		seq_range_array_merge(&listed, &luser->device->hidden);
+		if (luser->set->new_only) {
+			leave_on_server_device_get_done(luser->device,
+							(uint32_t)-1, &listed);
+		}
+		if (array_count(&listed) > 0) {
+			/* only the rest, so that a returning device's
+			   listing costs what its new mail costs */
+			seq_range_array_invert(&listed, 1, (uint32_t)-1);
+			arg = p_new(args->pool, struct mail_search_arg, 1);
+			arg->type = SEARCH_UIDSET;
+			p_array_init(&arg->value.seqset, args->pool,
+				     array_count(&listed) + 1);
+			array_append_array(&arg->value.seqset, &listed);
+			if (array_count(&arg->value.seqset) == 0) {
+				/* everything is hidden: UID 0 matches none */
+				seq_range_array_add(&arg->value.seqset, 0);
+			}
+			arg->next = args->args;
+			args->args = arg;
+		}
+	} T_END;
+	return lbox->module_ctx.super.search_init(t, args, sort_program,
+						  wanted_fields,
+						  wanted_headers);
+}
+
+static int
+leave_on_server_transaction_commit(struct mailbox_transaction_context *t,
+				   struct mail_transaction_commit_changes *changes_r)
+{
+	struct mailbox *box = t->box;
+	struct leave_on_server_mailbox *lbox =
+		LEAVE_ON_SERVER_STORAGE_CONTEXT(box);
+	struct leave_on_server_user *luser = lbox->luser;
+	int ret = 0;
+
+	if (luser->client != NULL && t == luser->client->trans &&
+	    luser->client->quit_seen && luser->device != NULL &&
+	    !mailbox_is_readonly(box)) T_BEGIN {
+		ret = leave_on_server_quit_update(luser, t);
+	} T_END;
+	/* copies first: then a crash leaves mail twice, never nowhere */
+	if (ret == 0 && leave_on_server_move_commit(luser) < 0) {
+		mail_storage_set_error(box->storage, MAIL_ERROR_TEMP,
+			"Couldn't move messages to leave_on_server_move_to");
+		ret = -1;
+	}
+	if (ret < 0) {
+		leave_on_server_move_rollback(luser);
+		lbox->module_ctx.super.transaction_rollback(t);
+		return -1;
+	}
+	return lbox->module_ctx.super.transaction_commit(t, changes_r);
+}
+
+static void
+leave_on_server_transaction_rollback(struct mailbox_transaction_context *t)
+{
+	struct leave_on_server_mailbox *lbox =
+		LEAVE_ON_SERVER_STORAGE_CONTEXT(t->box);
+
+	leave_on_server_move_rollback(lbox->luser);
+	lbox->module_ctx.super.transaction_rollback(t);
+}
+
+void leave_on_server_mailbox_allocated(struct mailbox *box)
+{
+	struct leave_on_server_user *luser =
+		leave_on_server_user_get(box->storage->user);
+	struct mailbox_vfuncs *v = box->vlast;
+	struct leave_on_server_mailbox *lbox;
+
+	if (luser == NULL || (box->flags & MAILBOX_FLAG_POP3_SESSION) == 0)
+		return;
+
+	lbox = p_new(box->pool, struct leave_on_server_mailbox, 1);
+	lbox->module_ctx.super = *v;
+	box->vlast = &lbox->module_ctx.super;
+	lbox->luser = luser;
+	v->open = leave_on_server_mailbox_open;
+	v->search_init = leave_on_server_search_init;
+	v->transaction_commit = leave_on_server_transaction_commit;
+	v->transaction_rollback = leave_on_server_transaction_rollback;
+	MODULE_CONTEXT_SET(box, leave_on_server_storage_module, lbox);
+}
+
+static void leave_on_server_mail_expunge(struct mail *_mail)
+{
+	struct mail_private *mail = (struct mail_private *)_mail;
+	union mail_module_context *lmail = LEAVE_ON_SERVER_MAIL_CONTEXT(mail);
+	struct leave_on_server_mailbox *lbox =
+		LEAVE_ON_SERVER_STORAGE_CONTEXT(_mail->box);
+	struct leave_on_server_user *luser = lbox->luser;
+
+	if (!luser->cleaning &&
+	    luser->set->policy != LEAVE_ON_SERVER_POLICY_DELETE) {
+		/* DELE under a keeping policy: only this device stops
+		   seeing it */
+		seq_range_array_add(&luser->deleted, _mail->uid);
+		return;
+	}
+	if (luser->set->move_to[0] != '\0' &&
+	    leave_on_server_move_copy(luser, _mail) < 0) {
+		/* not copied, so not expunged: the commit fails */
+		return;
+	}
+	lmail->super.expunge(_mail);
+}
+
+static int
+leave_on_server_mail_get_stream(struct mail *_mail, bool get_body,
+				struct message_size *hdr_size,
+				struct message_size *body_size,
+				struct istream **stream_r)
+{
+	struct mail_private *mail = (struct mail_private *)_mail;
+	union mail_module_context *lmail = LEAVE_ON_SERVER_MAIL_CONTEXT(mail);
+	struct leave_on_server_mailbox *lbox =
+		LEAVE_ON_SERVER_STORAGE_CONTEXT(_mail->box);
+
+	if (lmail->super.get_stream(_mail, get_body, hdr_size, body_size,
+				    stream_r) < 0)
+		return -1;
+	/* the pop3 process names the command that reads the mail; TOP
+	   only peeks */
+	if (mail->get_stream_reason != NULL &&
+	    strcmp(mail->get_stream_reason, "RETR") == 0)
+		seq_range_array_add(&lbox->luser->retrieved, _mail->uid);
+	return 0;
+}
+
+static void
+leave_on_server_mail_update_flags(struct mail *_mail,
+				  enum modify_type modify_type,
+				  enum mail_flags flags)
+{
+	struct mail_private *mail = (struct mail_private *)_mail;
+	union mail_module_context *lmail = LEAVE_ON_SERVER_MAIL_CONTEXT(mail);
+	struct leave_on_server_mailbox *lbox =
+		LEAVE_ON_SERVER_STORAGE_CONTEXT(_mail->box);
+
+	if (!lbox->luser->set->mark_seen && modify_type == MODIFY_ADD) {
+		/* leave_on_server_mark_seen=no: RETR leaves mail unread
+		   for IMAP clients */
+		flags &= ENUM_NEGATE(MAIL_SEEN);
+		if (flags == 0)
+			return;
+	}
+	lmail->super.update_flags(_mail, modify_type, flags);
+}
+
+void leave_on_server_mail_allocated(struct mail *_mail)
+{
+	struct mail_private *mail = (struct mail_private *)_mail;
+	struct mail_vfuncs *v = mail->vlast;
+	union mail_module_context *lmail;
+
+	if (LEAVE_ON_SERVER_STORAGE_CONTEXT(_mail->box) == NULL)
+		return;
+
+	lmail = p_new(mail->pool, union mail_module_context, 1);
+	lmail->super = *v;
+	mail->vlast = &lmail->super;
+	v->expunge = leave_on_server_mail_expunge;
+	v->get_stream = leave_on_server_mail_get_stream;
+	v->update_flags = leave_on_server_mail_update_flags;
+	MODULE_CONTEXT_SET_SELF(mail, leave_on_server_mail_module, lmail);
+}
