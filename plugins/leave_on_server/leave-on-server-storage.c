@@ -230,7 +230,8 @@ static int leave_on_server_mailbox_open(struct mailbox *box)
 static bool leave_on_server_is_listing(struct leave_on_server_user *luser)
 {
 	return luser->client != NULL && luser->client->trans == NULL &&
-		luser->device != NULL && !luser->cleaning;
+		!luser->client->quit_seen && luser->device != NULL &&
+		!luser->cleaning;
 }
 
 static struct mail_search_context *
@@ -285,8 +286,13 @@ leave_on_server_transaction_commit(struct mailbox_transaction_context *t,
 	struct leave_on_server_user *luser = lbox->luser;
 	int ret = 0;
 
-	if (luser->client != NULL && t == luser->client->trans &&
-	    luser->client->quit_seen && luser->device != NULL &&
+	/* QUIT commits the session's transaction, which the pop3 process
+	   has already taken out of client->trans; the plugin's own
+	   transactions are external */
+	if (luser->client != NULL && luser->client->quit_seen &&
+	    luser->client->trans == NULL && !luser->saved_at_quit &&
+	    !luser->cleaning && luser->device != NULL &&
+	    (t->flags & MAILBOX_TRANSACTION_FLAG_EXTERNAL) == 0 &&
 	    !mailbox_is_readonly(box)) T_BEGIN {
 		ret = leave_on_server_quit_update(luser, t);
 	} T_END;

@@ -221,7 +221,9 @@ class DovecotInstance:
         plugin_settings: key/values written into `plugin { }`.
         users:           names (password "secret") and/or dicts with keys
                          name, password (optional), fields (optional dict of
-                         userdb extra fields, e.g. {"access_rules_groups": "a,b"}).
+                         userdb extra fields, e.g. {"access_rules_groups": "a,b"}),
+                         passdb_fields (optional dict of passdb extra fields,
+                         e.g. {"user": "alice"} to make a login alias).
                          Default: alice, bob, carol.
         extra_conf:      raw text appended to dovecot.conf.
         protocols:       value of `protocols`.
@@ -295,18 +297,21 @@ class DovecotInstance:
             name = str(u["name"])
             password = str(u.get("password", DEFAULT_PASSWORD))
             fields = {str(k): str(v) for k, v in dict(u.get("fields") or {}).items()}
+            passdb_fields = {str(k): str(v) for k, v in
+                             dict(u.get("passdb_fields") or {}).items()}
             # auth_username_format=%Lu lowercases the login name, and
             # passwd-file lines are ':'-separated with space-separated extras.
             if name != name.lower() or re.search(r"[\s:]", name):
                 raise ValueError(f"user name must be lowercase, no ':'/space: {name!r}")
             if ":" in password or "\n" in password:
                 raise ValueError(f"password for {name} can't contain ':' or newline")
-            for k, v in fields.items():
+            for k, v in list(fields.items()) + list(passdb_fields.items()):
                 if re.search(r"[\s:]", k + v):
                     raise ValueError(
-                        f"userdb field {k}={v!r} for {name}: passwd-file extra "
+                        f"extra field {k}={v!r} for {name}: passwd-file extra "
                         "fields can't contain whitespace or ':'")
-            out.append({"name": name, "password": password, "fields": fields})
+            out.append({"name": name, "password": password, "fields": fields,
+                        "passdb_fields": passdb_fields})
         return out
 
     def _accounts(self):
@@ -348,7 +353,8 @@ class DovecotInstance:
         # column's userdb_-prefixed fields to the userdb lookup.
         lines = []
         for u in self.users:
-            extra = " ".join(f"userdb_{k}={v}" for k, v in u["fields"].items())
+            extra = " ".join([f"{k}={v}" for k, v in u["passdb_fields"].items()] +
+                             [f"userdb_{k}={v}" for k, v in u["fields"].items()])
             lines.append(f"{u['name']}:{{PLAIN}}{u['password']}:{uid}:{gid}::"
                          f"{self.home(u['name'])}::{extra}\n")
         self.passwd_path.write_text("".join(lines))
