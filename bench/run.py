@@ -7,6 +7,11 @@ access_rules:
   2. login-to-SELECT latency on a real Dovecot with the plugin against the
      same Dovecot without it, both running at once, requests interleaved.
 
+leave_on_server:
+  3. the check-for-new-mail POP3 session (STAT, UIDL, QUIT) with 10 new
+     messages among 6,000 and 100,000 kept ones, against stock Dovecot
+     keeping the same mail (bench/leave_on_server.py).
+
 Results are printed and written to build/bench/results.txt. Nothing here is
 a pass/fail test: machines are noisy, so compare the ratios.
 """
@@ -22,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 from dovecot_instance import DovecotInstance  # noqa: E402
+import leave_on_server as bench_leave_on_server  # noqa: E402
 
 OUT = REPO / "build" / "bench" / "results.txt"
 
@@ -124,6 +130,10 @@ def bench_login_select(rounds, report):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--pop3-sizes", default="6000,100000",
+                        help="kept messages for the leave_on_server bench")
+    parser.add_argument("--pop3-rounds", type=int, default=30)
+    parser.add_argument("--only", choices=["access_rules", "leave_on_server"])
     args = parser.parse_args()
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -135,15 +145,22 @@ def main():
 
     report(f"# make bench, {time.strftime('%Y-%m-%d %H:%M:%S')}, "
            f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores")
-    report()
-    report("## access_rules: evaluating one session (build/bench-access-rules)")
-    out = subprocess.run([str(REPO / "build" / "bench-access-rules")],
-                         capture_output=True, text=True, check=True).stdout
-    for line in out.splitlines():
-        report("  " + line)
-    report()
-    report("## access_rules: login-to-SELECT, stock Dovecot vs with the plugin")
-    bench_login_select(args.rounds, report)
+    if args.only in (None, "access_rules"):
+        report()
+        report("## access_rules: evaluating one session (build/bench-access-rules)")
+        out = subprocess.run([str(REPO / "build" / "bench-access-rules")],
+                             capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            report("  " + line)
+        report()
+        report("## access_rules: login-to-SELECT, stock Dovecot vs with the plugin")
+        bench_login_select(args.rounds, report)
+    if args.only in (None, "leave_on_server"):
+        report()
+        report("## leave_on_server: check for new mail (login, STAT, UIDL, QUIT)")
+        bench_leave_on_server.bench(
+            [int(n) for n in args.pop3_sizes.split(",")], args.pop3_rounds,
+            report)
     OUT.write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {OUT.relative_to(REPO)}")
 

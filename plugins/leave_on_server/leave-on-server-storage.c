@@ -244,6 +244,7 @@ leave_on_server_search_init(struct mailbox_transaction_context *t,
 	struct leave_on_server_mailbox *lbox =
 		LEAVE_ON_SERVER_STORAGE_CONTEXT(t->box);
 	struct leave_on_server_user *luser = lbox->luser;
+	struct mail_search_context *ctx;
 	struct mail_search_arg *arg;
 	ARRAY_TYPE(seq_range) listed;
 
@@ -271,9 +272,58 @@ leave_on_server_search_init(struct mailbox_transaction_context *t,
 			args->args = arg;
 		}
 	} T_END;
-	return lbox->module_ctx.super.search_init(t, args, sort_program,
-						  wanted_fields,
-						  wanted_headers);
+	ctx = lbox->module_ctx.super.search_init(t, args, sort_program,
+						 wanted_fields, wanted_headers);
+	if (leave_on_server_is_listing(luser)) {
+		luser->listing = ctx;
+		array_clear(&luser->listed_seqs);
+	}
+	return ctx;
+}
+
+static bool
+leave_on_server_search_next_nonblock(struct mail_search_context *ctx,
+				     struct mail **mail_r, bool *tryagain_r)
+{
+	struct leave_on_server_mailbox *lbox =
+		LEAVE_ON_SERVER_STORAGE_CONTEXT(ctx->transaction->box);
+	struct leave_on_server_user *luser = lbox->luser;
+
+	if (!lbox->module_ctx.super.search_next_nonblock(ctx, mail_r,
+							 tryagain_r))
+		return FALSE;
+	if (ctx == luser->listing)
+		seq_range_array_add(&luser->listed_seqs, (*mail_r)->seq);
+	return TRUE;
+}
+
+static int leave_on_server_search_deinit(struct mail_search_context *ctx)
+{
+	struct leave_on_server_mailbox *lbox =
+		LEAVE_ON_SERVER_STORAGE_CONTEXT(ctx->transaction->box);
+	struct leave_on_server_user *luser = lbox->luser;
+	struct client *client = luser->client;
+
+	if (ctx == luser->listing) {
+		luser->listing = NULL;
+		/* Without pop3_deleted_flag the pop3 process takes the
+		   listing to be sequences 1..n, and UIDL and QUIT would then
+		   look at the wrong messages: give it the real ones. (With
+		   the flag it collects them itself.) */
+		if (!array_is_created(&client->all_seqs)) {
+			i_array_init(&client->all_seqs,
+				     array_count(&luser->listed_seqs) + 1);
+			array_append_array(&client->all_seqs,
+					   &luser->listed_seqs);
+			luser->all_seqs_set = TRUE;
+		} else if (luser->all_seqs_set) {
+			/* the pop3 process lists again after a failure */
+			array_clear(&client->all_seqs);
+			array_append_array(&client->all_seqs,
+					   &luser->listed_seqs);
+		}
+	}
+	return lbox->module_ctx.super.search_deinit(ctx);
 }
 
 static int
@@ -336,6 +386,8 @@ void leave_on_server_mailbox_allocated(struct mailbox *box)
 	lbox->luser = luser;
 	v->open = leave_on_server_mailbox_open;
 	v->search_init = leave_on_server_search_init;
+	v->search_next_nonblock = leave_on_server_search_next_nonblock;
+	v->search_deinit = leave_on_server_search_deinit;
 	v->transaction_commit = leave_on_server_transaction_commit;
 	v->transaction_rollback = leave_on_server_transaction_rollback;
 	MODULE_CONTEXT_SET(box, leave_on_server_storage_module, lbox);

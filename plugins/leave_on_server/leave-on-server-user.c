@@ -89,6 +89,7 @@ void leave_on_server_mail_user_created(struct mail_user *user)
 	event_add_category(luser->event, &event_category_leave_on_server);
 	event_add_str(luser->event, "device", set->device);
 	event_set_append_log_prefix(luser->event, "leave_on_server: ");
+	p_array_init(&luser->listed_seqs, user->pool, 8);
 	p_array_init(&luser->retrieved, user->pool, 8);
 	p_array_init(&luser->deleted, user->pool, 8);
 	MODULE_CONTEXT_SET(user, leave_on_server_user_module, luser);

@@ -26,6 +26,11 @@ struct leave_on_server_user {
 	struct mailbox *box;
 	struct leave_on_server_device *device;
 
+	/* the search that builds the POP3 listing, and the sequences it
+	   returned */
+	struct mail_search_context *listing;
+	ARRAY_TYPE(seq_range) listed_seqs;
+
 	/* what this session did, applied only at QUIT (RFC 1939's UPDATE
 	   state): UIDs retrieved with RETR, and UIDs DELEted that the
 	   policy keeps */
@@ -38,6 +43,8 @@ struct leave_on_server_user {
 	struct mailbox_transaction_context *move_trans;
 	bool move_failed:1;
 
+	/* client->all_seqs was set from listed_seqs */
+	bool all_seqs_set:1;
 	/* the state was written by the QUIT's commit */
 	bool saved_at_quit:1;
 	/* expunges now come from expiry or quota cleanup, not from DELE */

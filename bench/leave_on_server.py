@@ -1,0 +1,136 @@
+"""leave_on_server: the "check for new mail" session of a POP3 client
+that leaves mail on the server (login, STAT, UIDL, QUIT), with 10 new
+messages in a mailbox of N kept ones.
+
+Two servers hold the same mail, side by side in one run:
+  stock   Dovecot keeping everything: the client's UIDL lists all of it
+  plugin  leave_on_server, policy keep, new-only view: the device's
+          earlier session DELEted (hid) the N kept messages, so it is
+          listed only the 10 new ones
+
+The N kept messages are written straight into the Maildir (generating
+them over LMTP would take longer than the measurement), then both
+servers index them and the device's first session hides them, as a
+real client would have done over time.
+"""
+
+import os
+import socket
+import statistics
+import time
+
+from dovecot_instance import DovecotInstance, make_message
+
+PLUGIN_CONF = """
+mail_attribute_dict = file:%h/dovecot-attributes
+protocol pop3 {
+  mail_plugins = $mail_plugins leave_on_server
+}
+"""
+
+
+def fill_maildir(dc, user, count):
+    """Writes count small messages into user's Maildir/cur, owned by the
+    mail user, as a long-running mailbox would hold them."""
+    cur = dc.maildir(user) / "cur"
+    for sub in ("cur", "new", "tmp"):
+        (dc.maildir(user) / sub).mkdir(parents=True, exist_ok=True)
+    now = int(time.time())
+    for i in range(count):
+        body = f"Kept message {i}.\n" + "Some text of an ordinary mail.\n" * 20
+        msg = make_message(subject=f"kept {i}", body=body)
+        path = cur / f"{now - count + i}.M{i}P{os.getpid()}.bench:2,S"
+        path.write_bytes(msg)
+    if os.geteuid() == 0:
+        for root, dirs, files in os.walk(dc.home(user)):
+            for name in dirs + files:
+                os.chown(os.path.join(root, name), 65534, 65534)
+            os.chown(root, 65534, 65534)
+
+
+def pop3_session(port, user, commands):
+    """Runs one session over a raw socket, pipelining the commands;
+    returns (seconds from connect to QUIT's reply, the replies)."""
+    start = time.perf_counter()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+    reader = sock.makefile("rb")
+    reader.readline()
+    sock.sendall(f"USER {user}\r\nPASS secret\r\n".encode())
+    assert reader.readline().startswith(b"+OK")
+    line = reader.readline()
+    assert line.startswith(b"+OK"), line
+    replies = []
+    # pipelined in batches: sending everything first could fill both
+    # directions' socket buffers and wait forever
+    for at, command in enumerate(commands):
+        if at % 200 == 0:
+            sock.sendall("".join(c + "\r\n" for c in commands[at:at + 200]).encode())
+        line = reader.readline()
+        assert line.startswith(b"+OK"), (command, line)
+        reply = [line]
+        if command in ("UIDL", "LIST") or command.startswith("RETR"):
+            while True:
+                line = reader.readline()
+                if line == b".\r\n":
+                    break
+                reply.append(line)
+        replies.append(reply)
+    elapsed = time.perf_counter() - start
+    reader.close()
+    sock.close()
+    return elapsed, replies
+
+
+def check_new_mail(dc, user):
+    return pop3_session(dc.pop3_port, user, ["STAT", "UIDL", "QUIT"])
+
+
+def start_side(kept, plugin):
+    dc = DovecotInstance(
+        users=["alice"],
+        extra_conf=PLUGIN_CONF if plugin else "",
+        plugin_settings={"leave_on_server_policy": "keep",
+                         "leave_on_server_new_only": "yes"} if plugin else {})
+    dc.start()
+    fill_maildir(dc, "alice", kept)
+    # index, and cache the sizes POP3 needs, before anything is timed
+    dc.doveadm("force-resync", "-u", "alice", "INBOX")
+    _, (stat, uidl, _) = check_new_mail(dc, "alice")
+    assert len(uidl) - 1 == kept, (len(uidl), kept)
+    if plugin:
+        # the device's history: it has already dealt with the kept mail
+        pop3_session(dc.pop3_port, "alice",
+                     [f"DELE {i}" for i in range(1, kept + 1)] + ["QUIT"])
+    for i in range(10):
+        dc.deliver("alice", make_message(subject=f"new {i}"))
+    return dc
+
+
+def bench(sizes, rounds, report):
+    for kept in sizes:
+        sides = {}
+        try:
+            sides["stock"] = start_side(kept, plugin=False)
+            sides["leave_on_server"] = start_side(kept, plugin=True)
+            listed = {}
+            for name, dc in sides.items():
+                for _ in range(5):  # warm up
+                    _, replies = check_new_mail(dc, "alice")
+                listed[name] = len(replies[1]) - 1
+            assert listed["leave_on_server"] == 10, listed
+            assert listed["stock"] == kept + 10, listed
+            times = {name: [] for name in sides}
+            names = list(sides)
+            for i in range(rounds):
+                for name in names[i % 2:] + names[:i % 2]:
+                    times[name].append(check_new_mail(sides[name], "alice")[0])
+            med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+            report(f"  {kept:>6} kept + 10 new, {rounds} interleaved rounds:")
+            for name in names:
+                report(f"    {name:<16} lists {listed[name]:>6}   "
+                       f"median {med[name]:8.2f} ms")
+            report(f"    ratio stock / leave_on_server: "
+                   f"{med['stock'] / med['leave_on_server']:.1f}x")
+        finally:
+            for dc in sides.values():
+                dc.stop()
