@@ -22,6 +22,7 @@ import time
 from dovecot_instance import DovecotInstance, make_message
 
 PLUGIN_CONF = """
+maildir_very_dirty_syncs = yes
 mail_attribute_dict = file:%h/dovecot-attributes
 protocol pop3 {
   mail_plugins = $mail_plugins leave_on_server
@@ -48,23 +49,27 @@ def fill_maildir(dc, user, count):
             os.chown(root, 65534, 65534)
 
 
-def pop3_session(port, user, commands):
-    """Runs one session over a raw socket, pipelining the commands;
-    returns (seconds from connect to QUIT's reply, the replies)."""
+def pop3_session(port, user, commands, pipeline=False):
+    """Runs one session over a raw socket; returns (seconds from connect
+    to QUIT's reply, the replies). Commands go one at a time, each after
+    the previous reply, as POP3 clients do; pipeline=True sends them in
+    batches (for setting up 100k DELEs quickly)."""
     start = time.perf_counter()
     sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     reader = sock.makefile("rb")
     reader.readline()
-    sock.sendall(f"USER {user}\r\nPASS secret\r\n".encode())
-    assert reader.readline().startswith(b"+OK")
-    line = reader.readline()
-    assert line.startswith(b"+OK"), line
+    for line in (f"USER {user}", "PASS secret"):
+        sock.sendall(line.encode() + b"\r\n")
+        reply = reader.readline()
+        assert reply.startswith(b"+OK"), reply
     replies = []
-    # pipelined in batches: sending everything first could fill both
-    # directions' socket buffers and wait forever
+    batch = 200 if pipeline else 1
     for at, command in enumerate(commands):
-        if at % 200 == 0:
-            sock.sendall("".join(c + "\r\n" for c in commands[at:at + 200]).encode())
+        if at % batch == 0:
+            # batches, not everything at once: that could fill both
+            # directions' socket buffers and wait forever
+            sock.sendall("".join(c + "\r\n" for c in commands[at:at + batch]).encode())
         line = reader.readline()
         assert line.startswith(b"+OK"), (command, line)
         reply = [line]
@@ -88,7 +93,7 @@ def check_new_mail(dc, user):
 def start_side(kept, plugin):
     dc = DovecotInstance(
         users=["alice"],
-        extra_conf=PLUGIN_CONF if plugin else "",
+        extra_conf=PLUGIN_CONF if plugin else "maildir_very_dirty_syncs = yes\n",
         plugin_settings={"leave_on_server_policy": "keep",
                          "leave_on_server_new_only": "yes"} if plugin else {})
     dc.start()
@@ -100,7 +105,8 @@ def start_side(kept, plugin):
     if plugin:
         # the device's history: it has already dealt with the kept mail
         pop3_session(dc.pop3_port, "alice",
-                     [f"DELE {i}" for i in range(1, kept + 1)] + ["QUIT"])
+                     [f"DELE {i}" for i in range(1, kept + 1)] + ["QUIT"],
+                     pipeline=True)
     for i in range(10):
         dc.deliver("alice", make_message(subject=f"new {i}"))
     return dc

@@ -21,6 +21,8 @@
 #define LEAVE_ON_SERVER_MAIL_CONTEXT(obj) \
 	MODULE_CONTEXT_REQUIRE(obj, leave_on_server_mail_module)
 
+#define LEAVE_ON_SERVER_LAST_SEEN_PRECISION_SECS (60*60)
+
 struct leave_on_server_mailbox {
 	union mailbox_module_context module_ctx;
 	struct leave_on_server_user *luser;
@@ -166,6 +168,15 @@ static int leave_on_server_mark_seen(struct mailbox_transaction_context *t,
 	return mailbox_search_deinit(&ctx);
 }
 
+/* last_seen is kept to the hour, so that sessions that change nothing
+   write nothing. */
+static bool
+leave_on_server_last_seen_stale(const struct leave_on_server_device *dev)
+{
+	return ioloop_time - dev->last_seen >= LEAVE_ON_SERVER_LAST_SEEN_PRECISION_SECS ||
+		ioloop_time < dev->last_seen;
+}
+
 /* QUIT: the session's deletions and retrievals become the device's
    state, written in the transaction that expunges. */
 static int leave_on_server_quit_update(struct leave_on_server_user *luser,
@@ -174,6 +185,14 @@ static int leave_on_server_quit_update(struct leave_on_server_user *luser,
 	struct leave_on_server_device *dev = luser->device;
 	ARRAY_TYPE(seq_range) done;
 
+	if (array_count(&luser->retrieved) == 0 &&
+	    array_count(&luser->deleted) == 0 &&
+	    !leave_on_server_last_seen_stale(dev)) {
+		/* a check for new mail that took nothing: writing the state
+		   would cost more than the rest of the session */
+		luser->saved_at_quit = TRUE;
+		return 0;
+	}
 	leave_on_server_device_reload(luser);
 	t_array_init(&done, 8);
 	seq_range_array_merge(&done, &luser->retrieved);
@@ -197,6 +216,8 @@ int leave_on_server_device_touch(struct leave_on_server_user *luser)
 {
 	struct mailbox_transaction_context *t;
 
+	if (!leave_on_server_last_seen_stale(luser->device))
+		return 0;
 	leave_on_server_device_reload(luser);
 	luser->device->last_seen = ioloop_time;
 	leave_on_server_device_compact_now(luser);
