@@ -39,7 +39,10 @@ def example_settings():
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")
             settings[key.strip()] = value.strip()
-    return " ".join(plugins), settings
+    # top-level settings the plugins need beside plugin { }
+    extra = "".join(m.group(0) + "\n" for m in
+                    re.finditer(r"^mail_attribute_dict\s*=.*$", text, re.M))
+    return " ".join(plugins), settings, extra
 
 
 def step(title):
@@ -92,9 +95,14 @@ def main():
                         help="stop the server at the end instead of leaving it running")
     args = parser.parse_args()
 
-    mail_plugins, settings = example_settings()
-    dc = DovecotInstance(mail_plugins=mail_plugins, users=[
+    mail_plugins, settings, extra_conf = example_settings()
+    dc = DovecotInstance(mail_plugins=mail_plugins, extra_conf=extra_conf, users=[
         {"name": "alice", "fields": {"access_rules_groups": "staff"}},
+        # alice's two POP3 devices: login aliases that name the device
+        {"name": "alice-phone", "passdb_fields": {"user": "alice"},
+         "fields": {"pop3_device": "phone"}},
+        {"name": "alice-laptop", "passdb_fields": {"user": "alice"},
+         "fields": {"pop3_device": "laptop"}},
         {"name": "bob", "fields": {"access_rules_groups": "finance"}},
         {"name": "carol"},
     ])
@@ -150,9 +158,38 @@ def main():
                                      "CREATE Archive", "LOGOUT"]):
         print("  " + (line if len(line) < 110 else line[:100] + " ..."))
 
+    step("leave_on_server: alice's phone downloads and deletes everything "
+         "(policy keep)")
+    pop = dc.pop3("alice-phone", source_address=OFFICE)
+    show("CAPA after login", ", ".join(f"{k} {' '.join(v)}".strip()
+                                       for k, v in pop.capa().items()
+                                       if k == "EXPIRE"))
+    count = pop.stat()[0]
+    for i in range(1, count + 1):
+        pop.retr(i)
+        pop.dele(i)
+    show("RETR + DELE", f"{count} messages; QUIT says: {pop.quit().decode()}")
+    pop = dc.pop3("alice-laptop", source_address=OFFICE)
+    show("the laptop's STAT", "+OK %d messages, %d bytes" % pop.stat())
+    pop.quit()
+    client = dc.imap("alice")
+    show("IMAP SELECT INBOX", f"{client.select('INBOX')[1][0].decode()} messages")
+    client.logout()
+    dc.deliver("alice", make_message(subject="New for alice",
+                                     body="Arrived after the phone's visit.\n"))
+    pop = dc.pop3("alice-phone", source_address=OFFICE)
+    show("one new message; the phone's STAT", "+OK %d messages, %d bytes "
+         "(new-only view)" % pop.stat())
+    pop.quit()
+    cmd = [str(REPO / "build" / "leave-on-server"), "-c", str(dc.config_path),
+           "list", "-u", "alice"]
+    print("  $ leave-on-server list -u alice")
+    for line in subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines():
+        print("  " + line)
+
     step("The log says why, with the rule's file:line")
     for line in dc.log_text().splitlines():
-        m = re.search(r"(\w+\([^)]*\))<[^ ]*: \w+: (access_rules: .*)", line)
+        m = re.search(r"(\w+\([^)]*\))<[^ ]*: \w+: ((?:access_rules|leave_on_server): .*)", line)
         if m:
             print(f"  {m.group(1)}: {m.group(2)}")
 
