@@ -68,7 +68,7 @@ LEAVE_ON_SERVER_TOOL = plugins/leave_on_server/leave-on-server-tool.c \
 PLUGINS = $(BUILD)/lib10_access_rules_plugin.so \
 	$(BUILD)/lib20_leave_on_server_plugin.so
 TOOLS = $(BUILD)/access-rules $(BUILD)/leave-on-server
-UNIT_TESTS = $(BUILD)/test-access-rules
+UNIT_TESTS = $(BUILD)/test-access-rules $(BUILD)/test-leave-on-server
 BENCHES = $(BUILD)/bench-access-rules
 
 objs = $(patsubst %.c,$(OBJ)/%.o,$(1))
@@ -105,6 +105,9 @@ $(BUILD)/access-rules: $(call objs,$(ACCESS_RULES_TOOL))
 
 $(BUILD)/test-access-rules: $(call objs,tests/unit/test-access-rules.c $(ACCESS_RULES_CORE))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBDOVECOT)
+
+$(BUILD)/test-leave-on-server: $(call objs,tests/unit/test-leave-on-server.c $(LEAVE_ON_SERVER_CORE))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBDOVECOT_STORAGE)
 
 $(BUILD)/bench-access-rules: $(call objs,bench/bench-access-rules.c $(ACCESS_RULES_CORE))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBDOVECOT)
