@@ -51,17 +51,11 @@ static void leave_on_server_client_destroy(struct client *client,
 	struct leave_on_server_user *luser =
 		leave_on_server_user_get(client->user);
 
-	if (luser->device != NULL && client->mailbox != NULL) {
-		if (luser->saved_at_quit && client->delete_success)
-			(void)leave_on_server_cleanup(luser);
-		else if (!luser->saved_at_quit &&
-			 leave_on_server_device_touch(luser) < 0) {
-			e_error(luser->event, "Updating device %s failed: %s",
-				luser->set->device,
-				mailbox_get_last_internal_error(luser->box,
-								NULL));
-		}
-	}
+	/* a session that ended without QUIT changes nothing, not even
+	   the device's last_seen (RFC 1939's UPDATE state) */
+	if (luser->device != NULL && client->mailbox != NULL &&
+	    luser->saved_at_quit && client->delete_success)
+		(void)leave_on_server_cleanup(luser);
 	luser->client = NULL;
 	lclient->module_ctx.super.destroy(client, reason);
 }

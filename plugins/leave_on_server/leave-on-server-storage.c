@@ -76,8 +76,11 @@ static int leave_on_server_device_open(struct leave_on_server_user *luser,
 			  "so it gets every message listed again: %s",
 			  luser->set->device, damage);
 	}
+	/* a new INBOX has no UIDVALIDITY before its first sync: 0 on
+	   either side means "not known yet", not "changed" */
 	mailbox_get_open_status(box, STATUS_UIDVALIDITY, &status);
-	if (ret > 0 && damage == NULL &&
+	if (ret > 0 && damage == NULL && status.uidvalidity != 0 &&
+	    luser->device->uid_validity != 0 &&
 	    luser->device->uid_validity != status.uidvalidity) {
 		e_info(luser->event, "INBOX's UIDVALIDITY changed "
 		       "(%u -> %u): device %s starts over",
@@ -87,7 +90,8 @@ static int leave_on_server_device_open(struct leave_on_server_user *luser,
 							   luser->set->device);
 		ret = 0;
 	}
-	luser->device->uid_validity = status.uidvalidity;
+	if (status.uidvalidity != 0)
+		luser->device->uid_validity = status.uidvalidity;
 	luser->box = box;
 	if (ret > 0 && damage == NULL)
 		return 0;
@@ -204,30 +208,19 @@ static int leave_on_server_quit_update(struct leave_on_server_user *luser,
 	    leave_on_server_mark_seen(t, &luser->retrieved) < 0)
 		return -1;
 
+	if (dev->uid_validity == 0) {
+		struct mailbox_status status;
+
+		mailbox_get_open_status(luser->box, STATUS_UIDVALIDITY,
+					&status);
+		dev->uid_validity = status.uidvalidity;
+	}
 	dev->last_seen = ioloop_time;
 	leave_on_server_device_compact_now(luser);
 	if (leave_on_server_state_save(t, dev) < 0)
 		return -1;
 	luser->saved_at_quit = TRUE;
 	return 0;
-}
-
-int leave_on_server_device_touch(struct leave_on_server_user *luser)
-{
-	struct mailbox_transaction_context *t;
-
-	if (!leave_on_server_last_seen_stale(luser->device))
-		return 0;
-	leave_on_server_device_reload(luser);
-	luser->device->last_seen = ioloop_time;
-	leave_on_server_device_compact_now(luser);
-	t = mailbox_transaction_begin(luser->box,
-		MAILBOX_TRANSACTION_FLAG_EXTERNAL, __func__);
-	if (leave_on_server_state_save(t, luser->device) < 0) {
-		mailbox_transaction_rollback(&t);
-		return -1;
-	}
-	return mailbox_transaction_commit(&t);
 }
 
 static int leave_on_server_mailbox_open(struct mailbox *box)
@@ -469,9 +462,15 @@ leave_on_server_mail_update_flags(struct mail *_mail,
 	struct leave_on_server_mailbox *lbox =
 		LEAVE_ON_SERVER_STORAGE_CONTEXT(_mail->box);
 
-	if (!lbox->luser->set->mark_seen && modify_type == MODIFY_ADD) {
-		/* leave_on_server_mark_seen=no: RETR leaves mail unread
-		   for IMAP clients */
+	struct client *client = lbox->luser->client;
+
+	if (modify_type == MODIFY_ADD &&
+	    (!lbox->luser->set->mark_seen || client == NULL ||
+	     !client->quit_seen)) {
+		/* leave_on_server_mark_seen=no: RETR leaves mail unread for
+		   IMAP clients. And nothing changes before QUIT, although
+		   the pop3 process would set \Seen for RETRed mail when a
+		   session just ends. */
 		flags &= ENUM_NEGATE(MAIL_SEEN);
 		if (flags == 0)
 			return;

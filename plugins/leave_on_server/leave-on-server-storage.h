@@ -11,11 +11,6 @@ struct leave_on_server_user;
 void leave_on_server_mailbox_allocated(struct mailbox *box);
 void leave_on_server_mail_allocated(struct mail *mail);
 
-/* Writes the device's state with last_seen = now, merged with what
-   other sessions of the device saved (for a session that ends without
-   QUIT: it was seen, but changed nothing). */
-int leave_on_server_device_touch(struct leave_on_server_user *luser);
-
 /* Searches the messages with the given UIDs, in UID order. */
 struct mail_search_context *
 leave_on_server_search_uids(struct mailbox_transaction_context *t,

@@ -69,7 +69,7 @@ static void leave_on_server_tool_list(struct mailbox *box)
 		leave_on_server_device_get_done(dev, (uint32_t)-1, &done);
 		printf("%s\tlast_seen=%s\tretrieved=%u\thidden=%u%s\n",
 		       dev->name, dev->last_seen == 0 ? "never" :
-		       t_strflocaltime("%Y-%m-%dT%H:%M:%S%z", dev->last_seen),
+		       t_strfgmtime("%Y-%m-%dT%H:%M:%S+0000", dev->last_seen),
 		       seq_range_count(&done), seq_range_count(&dev->hidden),
 		       is_damaged ? "\tdamaged" : "");
 	}
@@ -83,7 +83,9 @@ static void leave_on_server_tool_forget(struct mailbox *box, const char *name)
 	int ret;
 
 	if (!leave_on_server_device_name_valid(name)) {
-		leave_on_server_tool_fail("%s: not a device name", name);
+		fprintf(stderr, "leave-on-server: %s: not a device name\n",
+			name);
+		leave_on_server_tool_exit = EX_USAGE;
 		return;
 	}
 	ret = leave_on_server_state_load(box, pool_datastack_create(), name,
