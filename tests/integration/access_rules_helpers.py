@@ -408,7 +408,7 @@ class RawConn:
         while b"\r\n" not in self.buf:
             try:
                 chunk = self.sock.recv(65536)
-            except (ConnectionResetError, ssl.SSLError):
+            except (ConnectionResetError, ssl.SSLError, socket.timeout):
                 chunk = b""
             if not chunk:
                 if self.buf:

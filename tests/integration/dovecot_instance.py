@@ -704,6 +704,24 @@ plugin {{
                 pids.add(int(entry.name))
         return pids
 
+    def worker_pids(self, service: str) -> "set[int]":
+        """Live pids of this instance's `service` processes (e.g. "pop3")."""
+        return self._worker_pids(service)
+
+    def wait_workers_gone(self, service: str, timeout: float = 10.0) -> None:
+        """Wait until no `service` process of this instance is left.
+
+        A mail process goes on working after its client is gone (e.g. a
+        pop3 process after QUIT: autoexpunge, plugins' cleanup), and with
+        the default service_count = 1 it exits when that is done.
+        """
+        deadline = time.monotonic() + timeout
+        while (pids := self._worker_pids(service)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{service} processes {sorted(pids)} still "
+                                   f"running after {timeout}s")
+            time.sleep(0.02)
+
     def write_file(self, relpath: str, text: str, mode: int = 0o644) -> Path:
         """Write a file (e.g. a rules file) inside the instance dir.
 
