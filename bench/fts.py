@@ -178,8 +178,10 @@ def report_size(size_label: str, paths: list[Path], sides: list[Side],
                 queries: list, args, out) -> None:
     stock = next(s for s in sides if s.backend == "stock")
     mail_mb = corpus.total_bytes(paths) / 1e6
+    runs = (f"warm-up + {args.repeat} timed runs each" if args.repeat
+            else "one run each (the warm-up pass, timed)")
     out(f"## {len(paths)} messages ({mail_mb:.1f} MB), {len(queries)} queries, "
-        f"warm-up + {args.repeat} timed runs each")
+        f"{runs}")
     out()
     out(f"{'backend':<16} {'load s':>7} {'build s':>8} {'index MB':>9} "
         f"{'idx/mail':>9} {'p50 ms':>8} {'p95 ms':>8}  differing from stock")
@@ -283,6 +285,9 @@ def main() -> None:
     parser.add_argument("--index-timeout", type=float, default=1200,
                         help="seconds `doveadm index` may take before the "
                              "backend is reported as timed out (default 1200)")
+    parser.add_argument("--output", default="build/bench/fts-results.txt",
+                        help="where the table goes, relative to the repository "
+                             "(default build/bench/fts-results.txt)")
     parser.add_argument("--query-limit", type=int, default=0,
                         help="use only N of the queries, spread evenly over "
                              "the set (for quick runs on large mailboxes)")
@@ -345,9 +350,11 @@ def main() -> None:
                     s.dc = None
     out()
     out(f"# whole run: {(time.perf_counter() - started) / 60:.1f} min")
-    (OUT_DIR / "fts-results.txt").write_text("\n".join(lines) + "\n")
-    print(f"\nwritten to {(OUT_DIR / 'fts-results.txt').relative_to(REPO)}"
-          " (differing queries: build/bench/fts-mismatches-<size>.txt)")
+    output = REPO / args.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("\n".join(lines) + "\n")
+    print(f"\nwritten to {args.output} (differing queries: "
+          f"{OUT_DIR.relative_to(REPO)}/fts-mismatches-<size>.txt)")
 
 
 def _version(cmd: list[str]) -> str:
