@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import collections
 import email
+import email.errors
 import email.header
 import email.utils
 import json

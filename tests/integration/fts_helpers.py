@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from dovecot_instance import DEFAULT_PASSWORD, REPO_ROOT, DovecotInstance
+from dovecot_instance import (DEFAULT_PASSWORD, REPO_ROOT, DovecotInstance,
+                              dovecot_module_dir)
 
 # ------------------------------------------------------------ backends
 
@@ -88,7 +89,6 @@ def backend_available(backend: str, plugin_dir: Optional[Path] = None) -> Option
     """None if `backend` can run here, else why not (for a skip message)."""
     spec = BACKENDS[backend]
     if "module" in spec:
-        from dovecot_instance import dovecot_module_dir
         if not (dovecot_module_dir() / spec["module"]).exists():
             return f"{spec['module']} not installed"
     if "module_glob" in spec:
@@ -200,14 +200,15 @@ def _link_or_copy(src: Path, dest: Path, link: bool, st: os.stat_result) -> None
     if link:
         try:
             os.link(src, dest)
-            # Shared inode: the mail user only needs to read it.
-            if not os.stat(dest).st_mode & 0o004:
-                raise PermissionError
-            return
-        except PermissionError:
-            dest.unlink(missing_ok=True)
+            # A shared inode keeps its owner: fine as long as the mail user
+            # can read it (it never needs to write it).
+            if os.stat(dest).st_mode & 0o004:
+                return
+            dest.unlink()
         except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            # other file system, no permission, too many links: copy instead
+            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EACCES,
+                               errno.EMLINK):
                 raise
     shutil.copyfile(src, dest)
     os.chown(dest, st.st_uid, st.st_gid)
@@ -261,20 +262,24 @@ def search_command(tag: str, query: str) -> bytes:
     without waiting for continuation responses. CHARSET UTF-8 is added
     when any string needs it (unless the query names a charset itself).
     """
-    parts: list[bytes] = []
+    body = b""
     needs_charset = False
+    prev = "("
     for kind, text in tokenize(query):
         if kind != "str":
-            parts.append(text.encode("ascii"))
+            part = text.encode("ascii")
         elif all(0x20 <= ord(c) < 0x7f for c in text):
-            parts.append(quote(text).encode("ascii"))
+            part = quote(text).encode("ascii")
         else:
             data = text.encode("utf-8")
-            parts.append(b"{%d+}\r\n" % len(data) + data)
+            part = b"{%d+}\r\n" % len(data) + data
             needs_charset = needs_charset or not text.isascii()
+        # IMAP's grammar has no space after "(" or before ")"
+        body += part if prev == "(" or kind == ")" else b" " + part
+        prev = kind
     prefix = b"CHARSET UTF-8 " if needs_charset and \
         not query.lstrip().upper().startswith("CHARSET") else b""
-    return tag.encode() + b" UID SEARCH " + prefix + b" ".join(parts) + b"\r\n"
+    return tag.encode() + b" UID SEARCH " + prefix + body + b"\r\n"
 
 
 @dataclass
