@@ -66,6 +66,15 @@ def _write_stamp(directory: Path, text: str) -> None:
     (directory / _STAMP).write_text(text)
 
 
+def _publish(tmp: Path, out: Path, stamp: str) -> None:
+    """Stamps a finished cache dir and moves it in place of the old one,
+    so that a run killed halfway never leaves a half-written cache."""
+    _write_stamp(tmp, stamp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
 def _listing(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.eml"))
 
@@ -147,10 +156,7 @@ def ensure_corpus(dest: Path = CORPUS_DIR) -> list[Path]:
             parts = members[key]
             raw = _raw_message(parts.get("txt"), parts.get("json"))
             (tmp / f"{i:05d}.eml").write_bytes(raw)
-        _write_stamp(tmp, stamp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        _publish(tmp, out, stamp)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -226,10 +232,7 @@ def scaled_corpus(n: int, dest: Path = CORPUS_DIR,
             if copy:
                 raw = alter_message(raw, copy, index, seed)
             (tmp / f"{i + 1:0{width}d}.eml").write_bytes(raw)
-        _write_stamp(tmp, stamp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        _publish(tmp, out, stamp)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -498,7 +498,7 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def wait_pid_gone(pid: int, timeout: float = 5.0) -> None:
+def wait_pid_gone(pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while pid_alive(pid):
         if time.monotonic() > deadline:

@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Mapping, Optional
 
 import pytest
 
-from access_rules_helpers import RawConn
+from access_rules_helpers import RawConn, wait_pid_gone
 from dovecot_instance import REPO_ROOT, DovecotInstance
 
 # LEAVE_ON_SERVER_BUILD_DIR lets the suite run against another build of the
@@ -282,22 +282,6 @@ def settle_log(dc: DovecotInstance, quiet: float = 0.15,
             size, last_change = now, time.monotonic()
         elif time.monotonic() - last_change >= quiet:
             return
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def wait_pid_gone(pid: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"process {pid} still running after {timeout}s")
-        time.sleep(0.02)
 
 
 def plugin_lines(dc: DovecotInstance, since: int, level: str = r"\w+",
