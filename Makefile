@@ -65,10 +65,26 @@ LEAVE_ON_SERVER_PLUGIN = plugins/leave_on_server/leave-on-server-plugin.c \
 LEAVE_ON_SERVER_TOOL = plugins/leave_on_server/leave-on-server-tool.c \
 	$(LEAVE_ON_SERVER_CORE)
 
+# lib21_: loads after the fts plugin (lib20_), whose backend API it uses
+FTS_LMDB_CORE = plugins/fts_lmdb/fts-lmdb-tokens.c \
+	plugins/fts_lmdb/fts-lmdb-postings.c
+FTS_LMDB_PLUGIN = plugins/fts_lmdb/fts-lmdb-plugin.c \
+	plugins/fts_lmdb/fts-lmdb-user.c \
+	plugins/fts_lmdb/fts-lmdb-settings.c \
+	plugins/fts_lmdb/fts-lmdb-backend.c \
+	plugins/fts_lmdb/fts-lmdb-update.c \
+	plugins/fts_lmdb/fts-lmdb-extract.c \
+	plugins/fts_lmdb/fts-lmdb-lookup.c \
+	plugins/fts_lmdb/fts-lmdb-db.c \
+	$(FTS_LMDB_CORE)
+LIBLMDB = -llmdb
+
 PLUGINS = $(BUILD)/lib10_access_rules_plugin.so \
-	$(BUILD)/lib20_leave_on_server_plugin.so
+	$(BUILD)/lib20_leave_on_server_plugin.so \
+	$(BUILD)/lib21_fts_lmdb_plugin.so
 TOOLS = $(BUILD)/access-rules $(BUILD)/leave-on-server
-UNIT_TESTS = $(BUILD)/test-access-rules $(BUILD)/test-leave-on-server
+UNIT_TESTS = $(BUILD)/test-access-rules $(BUILD)/test-leave-on-server \
+	$(BUILD)/test-fts-lmdb
 BENCHES = $(BUILD)/bench-access-rules
 
 objs = $(patsubst %.c,$(OBJ)/%.o,$(1))
@@ -76,7 +92,8 @@ objs = $(patsubst %.c,$(OBJ)/%.o,$(1))
 # Debian 12 packages the build, the tests and the demo need.
 DEB_PACKAGES = dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
 	dovecot-dev liblmdb-dev libssl-dev python3-pytest curl openssl \
-	make gcc fetchmail getmail6
+	make gcc fetchmail getmail6 \
+	dovecot-lucene dovecot-fts-xapian
 
 .PHONY: all install test unit-test integration-test bench demo clean deps \
 	deps-if-missing
@@ -97,6 +114,9 @@ $(BUILD)/lib10_access_rules_plugin.so: $(call objs,$(ACCESS_RULES_PLUGIN))
 $(BUILD)/lib20_leave_on_server_plugin.so: $(call objs,$(LEAVE_ON_SERVER_PLUGIN))
 	$(CC) -shared $(LDFLAGS) -o $@ $^
 
+$(BUILD)/lib21_fts_lmdb_plugin.so: $(call objs,$(FTS_LMDB_PLUGIN))
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBLMDB)
+
 $(BUILD)/leave-on-server: $(call objs,$(LEAVE_ON_SERVER_TOOL))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBDOVECOT_STORAGE)
 
@@ -108,6 +128,9 @@ $(BUILD)/test-access-rules: $(call objs,tests/unit/test-access-rules.c $(ACCESS_
 
 $(BUILD)/test-leave-on-server: $(call objs,tests/unit/test-leave-on-server.c $(LEAVE_ON_SERVER_CORE))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBDOVECOT_STORAGE)
+
+$(BUILD)/test-fts-lmdb: $(call objs,tests/unit/test-fts-lmdb.c $(FTS_LMDB_CORE))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBDOVECOT)
 
 $(BUILD)/bench-access-rules: $(call objs,bench/bench-access-rules.c $(ACCESS_RULES_CORE))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBDOVECOT)

@@ -1,0 +1,96 @@
+#ifndef FTS_LMDB_BACKEND_H
+#define FTS_LMDB_BACKEND_H
+
+#include "guid.h"
+#include "fts-api-private.h"
+#include "fts-lmdb-settings.h"
+
+struct fts_lmdb_db;
+
+struct fts_lmdb_backend {
+	struct fts_backend backend;
+	struct event *event;
+	pool_t pool;
+	struct fts_lmdb_settings set;
+	const char *dir;
+
+	struct fts_lmdb_db *db;
+	/* a lookup met damage: rebuild once the search is done */
+	bool rebuild_pending;
+};
+
+/* What the index knows of one mailbox, keyed by the mailbox GUID. Stored
+   in host byte order: the index is local to this machine. */
+struct fts_lmdb_box_record {
+	uint32_t box_id;
+	uint32_t uid_validity;
+	uint32_t last_uid;
+	uint32_t doc_count;
+	uint32_t expunged_count;
+	uint32_t vocab_segments;
+};
+
+#define FTS_LMDB_BOX_ID_SIZE 4
+/* A vocabulary segment is a value that a lookup scans with memmem();
+   this keeps appending to the newest one cheap. */
+#define FTS_LMDB_VOCAB_SEGMENT_MAX (256 * 1024)
+
+extern struct fts_backend fts_backend_lmdb;
+
+/* Opens the environment on first use and checks that it was built with
+   the current settings (else it is emptied). */
+int fts_lmdb_backend_open(struct fts_lmdb_backend *backend,
+			  const char **error_r);
+/* Logs, and empties the index so that it is rebuilt from the mail. */
+void fts_lmdb_backend_damaged(struct fts_lmdb_backend *backend,
+			      const char *error);
+
+int fts_lmdb_box_guid(struct mailbox *box, guid_128_t guid_r);
+/* In the current transaction: 1 found, 0 not, -1 error */
+int fts_lmdb_box_record_get(struct fts_lmdb_backend *backend,
+			    const guid_128_t guid,
+			    struct fts_lmdb_box_record *rec_r,
+			    const char **error_r);
+int fts_lmdb_box_record_put(struct fts_lmdb_backend *backend,
+			    const guid_128_t guid,
+			    const struct fts_lmdb_box_record *rec,
+			    const char **error_r);
+void fts_lmdb_token_key(buffer_t *key, uint32_t box_id,
+			const void *token, size_t size);
+/* Drops the expunged messages' postings and rebuilds the vocabulary, in
+   the open write transaction. */
+int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
+		       struct fts_lmdb_box_record *rec, const char **error_r);
+/* Deletes every token and vocabulary segment of the box. */
+int fts_lmdb_box_clear(struct fts_lmdb_backend *backend,
+		       struct fts_lmdb_box_record *rec, const char **error_r);
+
+/* Runs fn in a write transaction; on MDB_MAP_FULL grows the map and runs
+   it again, from the start, in a new transaction. */
+int fts_lmdb_backend_write(struct fts_lmdb_backend *backend,
+			   int (*fn)(void *context, const char **error_r),
+			   void *context, const char **error_r);
+
+struct fts_backend_update_context *
+fts_lmdb_update_init(struct fts_backend *backend);
+int fts_lmdb_update_deinit(struct fts_backend_update_context *ctx);
+void fts_lmdb_update_set_mailbox(struct fts_backend_update_context *ctx,
+				 struct mailbox *box);
+void fts_lmdb_update_expunge(struct fts_backend_update_context *ctx,
+			     uint32_t uid);
+bool fts_lmdb_update_set_build_key(struct fts_backend_update_context *ctx,
+				   const struct fts_backend_build_key *key);
+void fts_lmdb_update_unset_build_key(struct fts_backend_update_context *ctx);
+int fts_lmdb_update_build_more(struct fts_backend_update_context *ctx,
+			       const unsigned char *data, size_t size);
+
+int fts_lmdb_lookup(struct fts_backend *backend, struct mailbox *box,
+		    struct mail_search_arg *args, enum fts_lookup_flags flags,
+		    struct fts_result *result);
+int fts_lmdb_lookup_multi(struct fts_backend *backend,
+			  struct mailbox *const boxes[],
+			  struct mail_search_arg *args,
+			  enum fts_lookup_flags flags,
+			  struct fts_multi_result *result);
+
+#endif

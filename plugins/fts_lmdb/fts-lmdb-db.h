@@ -1,0 +1,75 @@
+#ifndef FTS_LMDB_DB_H
+#define FTS_LMDB_DB_H
+
+/* The only interface to LMDB. One environment per index directory, shared
+   by every backend of the process that uses the same directory: LMDB
+   forbids opening one environment twice in a process. */
+
+enum fts_lmdb_dbi {
+	/* "format" -> version and indexed header list */
+	FTS_LMDB_DBI_META,
+	/* mailbox GUID -> struct fts_lmdb_box_record */
+	FTS_LMDB_DBI_BOXES,
+	/* box id (4 bytes, big endian) + token -> posting list */
+	FTS_LMDB_DBI_TOKENS,
+	/* box id + segment number (4+4 bytes) -> "token\ntoken\n..." */
+	FTS_LMDB_DBI_VOCAB,
+
+	FTS_LMDB_DBI_COUNT
+};
+
+struct fts_lmdb_db;
+struct fts_lmdb_db_iter;
+
+int fts_lmdb_db_open(const char *dir, unsigned int initial_map_mb,
+		     struct event *event, struct fts_lmdb_db **db_r,
+		     const char **error_r);
+void fts_lmdb_db_unref(struct fts_lmdb_db **db);
+const char *fts_lmdb_db_path(struct fts_lmdb_db *db);
+
+/* The read transaction is kept and only renewed, so that a lookup costs
+   no transaction setup. Renew it to see what other processes wrote. */
+int fts_lmdb_db_read_renew(struct fts_lmdb_db *db, const char **error_r);
+/* Renews only if there is no read transaction: a search's levels see
+   one snapshot. */
+int fts_lmdb_db_read_ensure(struct fts_lmdb_db *db, const char **error_r);
+void fts_lmdb_db_read_release(struct fts_lmdb_db *db);
+
+int fts_lmdb_db_write_begin(struct fts_lmdb_db *db, const char **error_r);
+int fts_lmdb_db_write_commit(struct fts_lmdb_db *db, const char **error_r);
+void fts_lmdb_db_write_abort(struct fts_lmdb_db *db);
+/* TRUE if the last failure was MDB_MAP_FULL: abort, grow, retry. */
+bool fts_lmdb_db_map_full(struct fts_lmdb_db *db);
+int fts_lmdb_db_grow(struct fts_lmdb_db *db, const char **error_r);
+
+/* TRUE if LMDB reported damage; the caller falls back and rebuilds. */
+bool fts_lmdb_db_is_corrupted(struct fts_lmdb_db *db);
+/* Throw the environment away and start an empty one. */
+int fts_lmdb_db_rebuild(struct fts_lmdb_db *db, const char **error_r);
+
+/* These use the write transaction when one is open, else the read one.
+   get returns 1 if found, 0 if not, -1 on error. The data stays valid
+   until the transaction ends or (write) the next change. */
+int fts_lmdb_db_get(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
+		    const void *key, size_t key_size,
+		    const void **data_r, size_t *size_r, const char **error_r);
+int fts_lmdb_db_put(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
+		    const void *key, size_t key_size,
+		    const void *data, size_t size, const char **error_r);
+int fts_lmdb_db_del(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
+		    const void *key, size_t key_size, const char **error_r);
+
+/* Keys that begin with prefix, in key order. */
+struct fts_lmdb_db_iter *
+fts_lmdb_db_iter_init(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
+		      const void *prefix, size_t prefix_size);
+bool fts_lmdb_db_iter_next(struct fts_lmdb_db_iter *iter,
+			   const void **key_r, size_t *key_size_r,
+			   const void **data_r, size_t *size_r);
+int fts_lmdb_db_iter_deinit(struct fts_lmdb_db_iter **iter,
+			    const char **error_r);
+
+/* Bytes in use by the environment's data file. */
+int fts_lmdb_db_file_size(struct fts_lmdb_db *db, uint64_t *size_r);
+
+#endif

@@ -1,0 +1,32 @@
+/* fts_lmdb: an LMDB index for the fts plugin whose answers equal
+   Dovecot's own SEARCH. */
+
+#include "lib.h"
+#include "mail-storage-hooks.h"
+#include "fts-lmdb-backend.h"
+#include "fts-lmdb-user.h"
+#include "fts-lmdb-plugin.h"
+
+const char *fts_lmdb_plugin_version = DOVECOT_ABI_VERSION;
+const char *fts_lmdb_plugin_dependencies[] = { "fts", NULL };
+
+struct event_category event_category_fts_lmdb = {
+	.name = "fts-lmdb",
+	.parent = &event_category_fts,
+};
+
+static struct mail_storage_hooks fts_lmdb_mail_storage_hooks = {
+	.mail_user_created = fts_lmdb_mail_user_created,
+};
+
+void fts_lmdb_plugin_init(struct module *module)
+{
+	fts_backend_register(&fts_backend_lmdb);
+	mail_storage_hooks_add(module, &fts_lmdb_mail_storage_hooks);
+}
+
+void fts_lmdb_plugin_deinit(void)
+{
+	fts_backend_unregister(fts_backend_lmdb.name);
+	mail_storage_hooks_remove(&fts_lmdb_mail_storage_hooks);
+}

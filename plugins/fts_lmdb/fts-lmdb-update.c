@@ -1,0 +1,604 @@
+/* Indexing. The fts plugin walks the new mail and announces each one
+   through its build keys; the first key of a message makes us read and
+   tokenize it ourselves (see fts-lmdb-extract.c), and every key is then
+   declined, so that the plugin doesn't decode bodies we don't use.
+   Tokens are collected in a batch bounded by fts_lmdb_batch_mb and
+   written in one transaction together with the mailbox's last indexed
+   UID: a crash loses at most the batch, which is then indexed again. */
+
+#include "lib.h"
+#include "array.h"
+#include "buffer.h"
+#include "hash.h"
+#include "seq-range-array.h"
+#include "mail-storage-private.h"
+#include "fts-lmdb-db.h"
+#include "fts-lmdb-postings.h"
+#include "fts-lmdb-extract.h"
+#include "fts-lmdb-backend.h"
+
+/* expunged messages stay in posting lists (filtered out by lookups)
+   until they are this many and this share of the mailbox */
+#define FTS_LMDB_PURGE_MIN_EXPUNGED 64
+#define FTS_LMDB_PURGE_PERCENT 20
+
+struct fts_lmdb_batch_token {
+	char *token;
+	uint32_t size;
+	uint32_t rank;
+	/* the entry of the message being tokenized, if it has one */
+	uint32_t cur_uid;
+	uint32_t cur_entry;
+};
+
+struct fts_lmdb_batch_entry {
+	uint32_t token;
+	uint32_t uid;
+	uint32_t mask;
+};
+
+struct fts_lmdb_update_context {
+	struct fts_backend_update_context ctx;
+	struct fts_lmdb_backend *backend;
+
+	struct mailbox *box;
+	guid_128_t guid;
+	uint32_t uid_validity;
+	/* everything up to this UID is indexed or in the batch */
+	uint32_t indexed_last_uid;
+	bool box_ok;
+	/* UIDVALIDITY changed: the next write clears the mailbox first */
+	bool box_reset;
+
+	struct mailbox_transaction_context *trans;
+	struct mail *mail;
+	uint32_t build_uid;
+
+	pool_t pool;
+	HASH_TABLE(char *, struct fts_lmdb_batch_token *) tokens;
+	ARRAY(struct fts_lmdb_batch_token *) token_list;
+	ARRAY(struct fts_lmdb_batch_entry) entries;
+	ARRAY_TYPE(seq_range) expunged;
+	buffer_t *lookup_key;
+	uint32_t batch_last_uid;
+	unsigned int batch_docs;
+	size_t batch_bytes;
+
+	uint32_t mail_uid;
+	unsigned int mail_first_entry, mail_tokens;
+	uint32_t mail_long_mask;
+	bool mail_stop;
+
+	bool failed;
+};
+
+static void fts_lmdb_batch_create(struct fts_lmdb_update_context *ctx)
+{
+	hash_table_create(&ctx->tokens, ctx->pool, 0, str_hash, strcmp);
+}
+
+struct fts_backend_update_context *
+fts_lmdb_update_init(struct fts_backend *_backend)
+{
+	struct fts_lmdb_update_context *ctx;
+
+	ctx = i_new(struct fts_lmdb_update_context, 1);
+	ctx->ctx.backend = _backend;
+	ctx->backend = container_of(_backend, struct fts_lmdb_backend,
+				    backend);
+	ctx->pool = pool_alloconly_create("fts-lmdb batch", 1024 * 64);
+	fts_lmdb_batch_create(ctx);
+	i_array_init(&ctx->token_list, 1024);
+	i_array_init(&ctx->entries, 4096);
+	i_array_init(&ctx->expunged, 16);
+	ctx->lookup_key = buffer_create_dynamic(default_pool,
+						FTS_LMDB_TOKEN_MAX + 1);
+	return &ctx->ctx;
+}
+
+static void fts_lmdb_batch_clear(struct fts_lmdb_update_context *ctx)
+{
+	hash_table_destroy(&ctx->tokens);
+	p_clear(ctx->pool);
+	fts_lmdb_batch_create(ctx);
+	array_clear(&ctx->token_list);
+	array_clear(&ctx->entries);
+	array_clear(&ctx->expunged);
+	ctx->batch_last_uid = 0;
+	ctx->batch_docs = 0;
+	ctx->batch_bytes = 0;
+}
+
+static void fts_lmdb_batch_add(struct fts_lmdb_update_context *ctx,
+			       const unsigned char *data, size_t size,
+			       uint32_t mask)
+{
+	struct fts_lmdb_batch_token *bt;
+	struct fts_lmdb_batch_entry *entry;
+
+	buffer_set_used_size(ctx->lookup_key, 0);
+	buffer_append(ctx->lookup_key, data, size);
+	buffer_append_c(ctx->lookup_key, '\0');
+	bt = hash_table_lookup(ctx->tokens,
+			       (const char *)ctx->lookup_key->data);
+	if (bt == NULL) {
+		bt = p_new(ctx->pool, struct fts_lmdb_batch_token, 1);
+		bt->token = p_strndup(ctx->pool, data, size);
+		bt->size = size;
+		bt->rank = array_count(&ctx->token_list);
+		hash_table_insert(ctx->tokens, bt->token, bt);
+		array_push_back(&ctx->token_list, &bt);
+		ctx->batch_bytes += size + 64;
+	} else if (bt->cur_uid == ctx->mail_uid) {
+		entry = array_idx_modifiable(&ctx->entries, bt->cur_entry);
+		entry->mask |= mask;
+		return;
+	}
+	if (++ctx->mail_tokens > ctx->backend->set.max_mail_tokens) {
+		ctx->mail_stop = TRUE;
+		return;
+	}
+	bt->cur_uid = ctx->mail_uid;
+	bt->cur_entry = array_count(&ctx->entries);
+	entry = array_append_space(&ctx->entries);
+	entry->token = bt->rank;
+	entry->uid = ctx->mail_uid;
+	entry->mask = mask;
+	ctx->batch_bytes += sizeof(*entry);
+}
+
+static void fts_lmdb_update_token(void *context, const unsigned char *data,
+				  size_t size, uint32_t mask, bool chunk)
+{
+	struct fts_lmdb_update_context *ctx = context;
+
+	if (ctx->mail_stop)
+		return;
+	if (chunk)
+		ctx->mail_long_mask |= mask;
+	fts_lmdb_batch_add(ctx, data, size, mask);
+}
+
+static void fts_lmdb_batch_add_special(struct fts_lmdb_update_context *ctx,
+				       const char *key, uint32_t mask)
+{
+	ctx->mail_stop = FALSE;
+	ctx->mail_tokens = 0;
+	fts_lmdb_batch_add(ctx, (const unsigned char *)key, strlen(key),
+			   mask);
+}
+
+static int fts_lmdb_batch_token_cmp(struct fts_lmdb_batch_token *const *t1,
+				    struct fts_lmdb_batch_token *const *t2)
+{
+	return strcmp((*t1)->token, (*t2)->token);
+}
+
+static int fts_lmdb_batch_entry_cmp(const struct fts_lmdb_batch_entry *e1,
+				    const struct fts_lmdb_batch_entry *e2)
+{
+	if (e1->token != e2->token)
+		return e1->token < e2->token ? -1 : 1;
+	if (e1->uid != e2->uid)
+		return e1->uid < e2->uid ? -1 : 1;
+	return 0;
+}
+
+static int fts_lmdb_flush_vocab(struct fts_lmdb_update_context *ctx,
+				uint32_t box_id, uint32_t seg,
+				const buffer_t *vocab, const char **error_r)
+{
+	buffer_t *key = t_buffer_create(8);
+	uint8_t seg_be[4];
+
+	cpu32_to_be_unaligned(seg, seg_be);
+	fts_lmdb_token_key(key, box_id, seg_be, sizeof(seg_be));
+	return fts_lmdb_db_put(ctx->backend->db, FTS_LMDB_DBI_VOCAB,
+			       key->data, key->used, vocab->data, vocab->used,
+			       error_r);
+}
+
+/* The posting list under key, copied into value to be appended to.
+   1 if it existed, 0 if value is a new empty list, -1 on error. */
+static int fts_lmdb_posting_load(struct fts_lmdb_db *db, const buffer_t *key,
+				 buffer_t *value,
+				 struct fts_lmdb_posting_header *hdr_r,
+				 const char **error_r)
+{
+	const void *data;
+	size_t size;
+	int ret;
+
+	ret = fts_lmdb_db_get(db, FTS_LMDB_DBI_TOKENS, key->data, key->used,
+			      &data, &size, error_r);
+	if (ret < 0)
+		return -1;
+	buffer_set_used_size(value, 0);
+	i_zero(hdr_r);
+	if (ret == 0) {
+		fts_lmdb_postings_write_header(value, hdr_r);
+		return 0;
+	}
+	if (fts_lmdb_postings_header(data, size, hdr_r) < 0) {
+		*error_r = "damaged posting list";
+		return -1;
+	}
+	buffer_append(value, data, size);
+	return 1;
+}
+
+static int fts_lmdb_flush_expunged(struct fts_lmdb_update_context *ctx,
+				   struct fts_lmdb_box_record *rec,
+				   const char **error_r)
+{
+	struct fts_lmdb_posting_header hdr;
+	const struct seq_range *range;
+	buffer_t *key, *value;
+	uint32_t uid;
+
+	if (array_count(&ctx->expunged) == 0)
+		return 0;
+	key = t_buffer_create(8);
+	value = t_buffer_create(256);
+	fts_lmdb_token_key(key, rec->box_id, FTS_LMDB_KEY_EXPUNGED,
+			   strlen(FTS_LMDB_KEY_EXPUNGED));
+	if (fts_lmdb_posting_load(ctx->backend->db, key, value, &hdr,
+				  error_r) < 0)
+		return -1;
+	array_foreach(&ctx->expunged, range) {
+		for (uid = range->seq1; uid <= range->seq2; uid++) {
+			/* only what was indexed; the rest never will be */
+			if (uid <= hdr.last_uid || uid > rec->last_uid)
+				continue;
+			fts_lmdb_postings_append(value, &hdr, uid, 0);
+			rec->expunged_count++;
+		}
+	}
+	fts_lmdb_postings_write_header(value, &hdr);
+	return fts_lmdb_db_put(ctx->backend->db, FTS_LMDB_DBI_TOKENS,
+			       key->data, key->used, value->data, value->used,
+			       error_r);
+}
+
+static int fts_lmdb_flush_txn(void *context, const char **error_r)
+{
+	struct fts_lmdb_update_context *ctx = context;
+	struct fts_lmdb_db *db = ctx->backend->db;
+	struct fts_lmdb_box_record rec;
+	struct fts_lmdb_posting_header hdr;
+	struct fts_lmdb_batch_token *const *tokens;
+	const struct fts_lmdb_batch_entry *entries;
+	buffer_t *key, *value, *vocab;
+	const void *data;
+	size_t size;
+	unsigned int i, count, token_count;
+	uint32_t seg;
+	int ret;
+
+	ret = fts_lmdb_box_record_get(ctx->backend, ctx->guid, &rec, error_r);
+	if (ret < 0)
+		return -1;
+	if (ret == 0) {
+		i_zero(&rec);
+		rec.uid_validity = ctx->uid_validity;
+		if (fts_lmdb_box_record_put(ctx->backend, ctx->guid, &rec,
+					    error_r) < 0 ||
+		    fts_lmdb_box_record_get(ctx->backend, ctx->guid, &rec,
+					    error_r) <= 0)
+			return -1;
+	}
+	if (rec.uid_validity != ctx->uid_validity) {
+		if (fts_lmdb_box_clear(ctx->backend, &rec, error_r) < 0)
+			return -1;
+		rec.uid_validity = ctx->uid_validity;
+	}
+
+	key = t_buffer_create(FTS_LMDB_TOKEN_MAX + 8);
+	value = t_buffer_create(1024);
+	vocab = t_buffer_create(FTS_LMDB_VOCAB_SEGMENT_MAX + 256);
+	seg = 0;
+	if (rec.vocab_segments > 0) {
+		uint8_t seg_be[4];
+
+		seg = rec.vocab_segments - 1;
+		cpu32_to_be_unaligned(seg, seg_be);
+		fts_lmdb_token_key(key, rec.box_id, seg_be, sizeof(seg_be));
+		ret = fts_lmdb_db_get(db, FTS_LMDB_DBI_VOCAB, key->data,
+				      key->used, &data, &size, error_r);
+		if (ret < 0)
+			return -1;
+		if (ret > 0)
+			buffer_append(vocab, data, size);
+	}
+
+	tokens = array_get(&ctx->token_list, &token_count);
+	entries = array_get(&ctx->entries, &count);
+	for (i = 0; i < count;) {
+		const struct fts_lmdb_batch_token *bt = tokens[entries[i].token];
+
+		fts_lmdb_token_key(key, rec.box_id, bt->token, bt->size);
+		ret = fts_lmdb_posting_load(db, key, value, &hdr, error_r);
+		if (ret < 0)
+			return -1;
+		if (ret == 0 && bt->token[0] != '\n') {
+			buffer_append(vocab, bt->token, bt->size);
+			buffer_append_c(vocab, '\n');
+		}
+		for (; i < count && tokens[entries[i].token] == bt; i++) {
+			/* already there if an earlier batch had it */
+			if (entries[i].uid > hdr.last_uid) {
+				fts_lmdb_postings_append(value, &hdr,
+							 entries[i].uid,
+							 entries[i].mask);
+			}
+		}
+		fts_lmdb_postings_write_header(value, &hdr);
+		if (fts_lmdb_db_put(db, FTS_LMDB_DBI_TOKENS, key->data,
+				    key->used, value->data, value->used,
+				    error_r) < 0)
+			return -1;
+		if (vocab->used >= FTS_LMDB_VOCAB_SEGMENT_MAX) {
+			if (fts_lmdb_flush_vocab(ctx, rec.box_id, seg++,
+						 vocab, error_r) < 0)
+				return -1;
+			buffer_set_used_size(vocab, 0);
+		}
+	}
+	if (vocab->used > 0) {
+		if (fts_lmdb_flush_vocab(ctx, rec.box_id, seg++, vocab,
+					 error_r) < 0)
+			return -1;
+	}
+	if (seg > rec.vocab_segments)
+		rec.vocab_segments = seg;
+
+	if (ctx->batch_last_uid > rec.last_uid)
+		rec.last_uid = ctx->batch_last_uid;
+	rec.doc_count += ctx->batch_docs;
+	if (fts_lmdb_flush_expunged(ctx, &rec, error_r) < 0)
+		return -1;
+	if (rec.expunged_count >= FTS_LMDB_PURGE_MIN_EXPUNGED &&
+	    rec.expunged_count * 100 >=
+	    (uint64_t)rec.doc_count * FTS_LMDB_PURGE_PERCENT) {
+		if (fts_lmdb_box_purge(ctx->backend, &rec, error_r) < 0)
+			return -1;
+	}
+	return fts_lmdb_box_record_put(ctx->backend, ctx->guid, &rec,
+				       error_r);
+}
+
+static void fts_lmdb_update_flush(struct fts_lmdb_update_context *ctx)
+{
+	struct fts_lmdb_batch_token *const *tokens;
+	ARRAY(struct fts_lmdb_batch_token *) sorted;
+	struct fts_lmdb_batch_entry *entries;
+	unsigned int i, count;
+	const char *error;
+	int ret;
+
+	if (!ctx->box_ok ||
+	    (array_count(&ctx->entries) == 0 &&
+	     array_count(&ctx->expunged) == 0 && !ctx->box_reset)) {
+		fts_lmdb_batch_clear(ctx);
+		return;
+	}
+
+	T_BEGIN {
+		/* keys in order: LMDB writes them into neighbouring pages */
+		tokens = array_get(&ctx->token_list, &count);
+		t_array_init(&sorted, count);
+		array_append(&sorted, tokens, count);
+		array_sort(&sorted, fts_lmdb_batch_token_cmp);
+		tokens = array_front(&sorted);
+		for (i = 0; i < count; i++)
+			tokens[i]->rank = i;
+		entries = array_get_modifiable(&ctx->entries, &count);
+		for (i = 0; i < count; i++) {
+			entries[i].token =
+				array_idx_elem(&ctx->token_list,
+					       entries[i].token)->rank;
+		}
+		array_sort(&ctx->entries, fts_lmdb_batch_entry_cmp);
+		array_clear(&ctx->token_list);
+		array_append_array(&ctx->token_list, &sorted);
+
+		ret = fts_lmdb_backend_write(ctx->backend, fts_lmdb_flush_txn,
+					     ctx, &error);
+		if (ret < 0) {
+			if (fts_lmdb_db_is_corrupted(ctx->backend->db))
+				fts_lmdb_backend_damaged(ctx->backend, error);
+			else {
+				e_error(ctx->backend->event,
+					"Writing to %s failed: %s",
+					ctx->backend->dir, error);
+			}
+			ctx->failed = TRUE;
+		}
+	} T_END;
+	ctx->box_reset = FALSE;
+	fts_lmdb_batch_clear(ctx);
+}
+
+static void fts_lmdb_update_close_mail(struct fts_lmdb_update_context *ctx)
+{
+	if (ctx->mail != NULL)
+		mail_free(&ctx->mail);
+	if (ctx->trans != NULL)
+		mailbox_transaction_rollback(&ctx->trans);
+}
+
+int fts_lmdb_update_deinit(struct fts_backend_update_context *_ctx)
+{
+	struct fts_lmdb_update_context *ctx =
+		container_of(_ctx, struct fts_lmdb_update_context, ctx);
+	int ret;
+
+	fts_lmdb_update_flush(ctx);
+	fts_lmdb_update_close_mail(ctx);
+	ret = ctx->failed || _ctx->failed ? -1 : 0;
+	hash_table_destroy(&ctx->tokens);
+	pool_unref(&ctx->pool);
+	array_free(&ctx->token_list);
+	array_free(&ctx->entries);
+	array_free(&ctx->expunged);
+	buffer_free(&ctx->lookup_key);
+	i_free(ctx);
+	return ret;
+}
+
+void fts_lmdb_update_set_mailbox(struct fts_backend_update_context *_ctx,
+				 struct mailbox *box)
+{
+	struct fts_lmdb_update_context *ctx =
+		container_of(_ctx, struct fts_lmdb_update_context, ctx);
+	struct fts_lmdb_backend *backend = ctx->backend;
+	struct fts_lmdb_box_record rec;
+	struct mailbox_status status;
+	const char *error;
+	int ret;
+
+	if (ctx->box == box)
+		return;
+	fts_lmdb_update_flush(ctx);
+	fts_lmdb_update_close_mail(ctx);
+	ctx->box = box;
+	ctx->box_ok = FALSE;
+	ctx->box_reset = FALSE;
+	ctx->build_uid = 0;
+	if (box == NULL)
+		return;
+
+	if (fts_lmdb_backend_open(backend, &error) < 0) {
+		e_error(backend->event, "%s", error);
+		ctx->failed = TRUE;
+		return;
+	}
+	if (fts_lmdb_box_guid(box, ctx->guid) < 0) {
+		ctx->failed = TRUE;
+		return;
+	}
+	mailbox_get_open_status(box, STATUS_UIDVALIDITY, &status);
+	ctx->uid_validity = status.uidvalidity;
+	if (fts_lmdb_db_read_renew(backend->db, &error) < 0) {
+		e_error(backend->event, "%s", error);
+		ctx->failed = TRUE;
+		return;
+	}
+	ret = fts_lmdb_box_record_get(backend, ctx->guid, &rec, &error);
+	fts_lmdb_db_read_release(backend->db);
+	if (ret < 0) {
+		fts_lmdb_backend_damaged(backend, error);
+		ctx->failed = TRUE;
+		return;
+	}
+	ctx->indexed_last_uid = 0;
+	if (ret > 0) {
+		if (rec.uid_validity == ctx->uid_validity)
+			ctx->indexed_last_uid = rec.last_uid;
+		else
+			ctx->box_reset = TRUE;
+	}
+	ctx->box_ok = TRUE;
+}
+
+void fts_lmdb_update_expunge(struct fts_backend_update_context *_ctx,
+			     uint32_t uid)
+{
+	struct fts_lmdb_update_context *ctx =
+		container_of(_ctx, struct fts_lmdb_update_context, ctx);
+
+	seq_range_array_add(&ctx->expunged, uid);
+}
+
+static void fts_lmdb_update_index_mail(struct fts_lmdb_update_context *ctx,
+				       uint32_t uid)
+{
+	struct fts_lmdb_backend *backend = ctx->backend;
+	const char *error = NULL;
+	unsigned int count;
+	int ret;
+
+	if (!ctx->box_ok || uid <= ctx->indexed_last_uid)
+		return;
+	if (ctx->trans == NULL) {
+		ctx->trans = mailbox_transaction_begin(ctx->box, 0,
+						       "fts-lmdb indexing");
+		ctx->mail = mail_alloc(ctx->trans, 0, NULL);
+	}
+	if (!mail_set_uid(ctx->mail, uid))
+		return;
+
+	ctx->mail_uid = uid;
+	ctx->mail_first_entry = array_count(&ctx->entries);
+	ctx->mail_tokens = 0;
+	ctx->mail_long_mask = 0;
+	ctx->mail_stop = FALSE;
+	T_BEGIN {
+		ret = fts_lmdb_extract_mail(ctx->mail, &backend->set,
+					    ctx->ctx.normalizer != NULL ?
+					    ctx->ctx.normalizer :
+					    ctx->box->storage->user->default_normalizer,
+					    fts_lmdb_update_token, ctx,
+					    &ctx->mail_stop, &error);
+		if (ret < 0)
+			error = t_strdup(error);
+	} T_END_PASS_STR_IF(ret < 0, &error);
+
+	if (ret < 0 || ctx->mail_stop) {
+		/* Not indexed, and searches read it: slower, still right. */
+		count = array_count(&ctx->entries);
+		array_delete(&ctx->entries, ctx->mail_first_entry,
+			     count - ctx->mail_first_entry);
+		if (ret < 0) {
+			e_warning(backend->event, "Mailbox %s UID %u: can't "
+				  "read the mail, searches will read it: %s",
+				  mailbox_get_vname(ctx->box), uid, error);
+		} else {
+			e_warning(backend->event, "Mailbox %s UID %u: more "
+				  "than %u distinct tokens, not indexed; "
+				  "searches will read it",
+				  mailbox_get_vname(ctx->box), uid,
+				  backend->set.max_mail_tokens);
+		}
+		ctx->mail_uid = uid;
+		fts_lmdb_batch_add_special(ctx, FTS_LMDB_KEY_UNINDEXED,
+					   (uint32_t)-1);
+	} else if (ctx->mail_long_mask != 0) {
+		fts_lmdb_batch_add_special(ctx, FTS_LMDB_KEY_LONG,
+					   ctx->mail_long_mask);
+	}
+	fts_lmdb_batch_add_special(ctx, FTS_LMDB_KEY_ALL, 1);
+	ctx->batch_last_uid = uid;
+	ctx->batch_docs++;
+	ctx->indexed_last_uid = uid;
+
+	if (ctx->batch_bytes >= (size_t)backend->set.batch_mb * 1024 * 1024)
+		fts_lmdb_update_flush(ctx);
+}
+
+bool fts_lmdb_update_set_build_key(struct fts_backend_update_context *_ctx,
+				   const struct fts_backend_build_key *key)
+{
+	struct fts_lmdb_update_context *ctx =
+		container_of(_ctx, struct fts_lmdb_update_context, ctx);
+
+	if (key->uid != ctx->build_uid) {
+		ctx->build_uid = key->uid;
+		fts_lmdb_update_index_mail(ctx, key->uid);
+	}
+	/* we have read the mail ourselves */
+	return FALSE;
+}
+
+void fts_lmdb_update_unset_build_key(struct fts_backend_update_context *ctx
+				     ATTR_UNUSED)
+{
+}
+
+int fts_lmdb_update_build_more(struct fts_backend_update_context *ctx
+			       ATTR_UNUSED,
+			       const unsigned char *data ATTR_UNUSED,
+			       size_t size ATTR_UNUSED)
+{
+	return 0;
+}
