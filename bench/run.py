@@ -11,12 +11,18 @@ leave_on_server:
   3. the check-for-new-mail POP3 session (STAT, UIDL, QUIT) with 10 new
      messages among 6,000 and 100,000 kept ones, against stock Dovecot
      keeping the same mail (bench/leave_on_server.py).
+fts_lmdb:
+  4. index build time, index size and search latency p50/p95 over the
+     query set, with every answer compared with stock Dovecot's, for
+     stock, fts-lucene, fts-xapian and fts_lmdb side by side
+     (bench/fts.py; its own table goes to build/bench/fts-results.txt).
 
 Results are printed and written to build/bench/results.txt. Nothing here is
 a pass/fail test: machines are noisy, so compare the ratios.
 """
 
 import argparse
+import shlex
 import socket
 import statistics
 import subprocess
@@ -133,7 +139,11 @@ def main():
     parser.add_argument("--pop3-sizes", default="6000,100000",
                         help="kept messages for the leave_on_server bench")
     parser.add_argument("--pop3-rounds", type=int, default=30)
-    parser.add_argument("--only", choices=["access_rules", "leave_on_server"])
+    parser.add_argument("--fts-args", default="--sizes full",
+                        help="arguments for bench/fts.py, e.g. "
+                             "'--sizes full,100000 --skip xapian@100000'")
+    parser.add_argument("--only",
+                        choices=["access_rules", "leave_on_server", "fts"])
     args = parser.parse_args()
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +171,14 @@ def main():
         bench_leave_on_server.bench(
             [int(n) for n in args.pop3_sizes.split(",")], args.pop3_rounds,
             report)
+    if args.only in (None, "fts"):
+        report()
+        report("## fts: stock vs fts-lucene vs fts-xapian vs fts_lmdb (bench/fts.py)")
+        out = subprocess.run([sys.executable, str(REPO / "bench" / "fts.py"),
+                              *shlex.split(args.fts_args)],
+                             stdout=subprocess.PIPE, text=True, check=True).stdout
+        for line in out.splitlines():
+            report("  " + line)
     OUT.write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {OUT.relative_to(REPO)}")
 

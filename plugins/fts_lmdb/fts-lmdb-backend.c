@@ -6,6 +6,7 @@
 #include "array.h"
 #include "buffer.h"
 #include "str.h"
+#include "numpack.h"
 #include "seq-range-array.h"
 #include "mail-namespace.h"
 #include "mail-storage-private.h"
@@ -258,12 +259,10 @@ int fts_lmdb_box_record_put(struct fts_lmdb_backend *backend,
 void fts_lmdb_token_key(buffer_t *key, uint32_t box_id,
 			const void *token, size_t size)
 {
-	uint8_t id[FTS_LMDB_BOX_ID_SIZE];
-
-	/* big endian, so that one box's keys are one range */
-	cpu32_to_be_unaligned(box_id, id);
+	/* numpack is prefix-free, so one box's keys are one range, and
+	   the first 127 boxes cost one byte per key */
 	buffer_set_used_size(key, 0);
-	buffer_append(key, id, sizeof(id));
+	numpack_encode(key, box_id);
 	buffer_append(key, token, size);
 }
 
@@ -378,8 +377,8 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 	   same write transaction */
 	while (fts_lmdb_db_iter_next(iter, &k, &key_size, &data, &size)) {
 		const unsigned char *token =
-			CONST_PTR_OFFSET(k, FTS_LMDB_BOX_ID_SIZE);
-		size_t token_size = key_size - FTS_LMDB_BOX_ID_SIZE;
+			CONST_PTR_OFFSET(k, prefix->used);
+		size_t token_size = key_size - prefix->used;
 		bool is_all;
 
 		buffer_set_used_size(key, 0);
@@ -399,7 +398,6 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 		if (array_count(&expunged) > 0) {
 			i_zero(&hdr);
 			buffer_set_used_size(value, 0);
-			fts_lmdb_postings_write_header(value, &hdr);
 			fts_lmdb_postings_iter_init(&piter, data, size);
 			while (fts_lmdb_postings_iter_next(&piter, &uid,
 							   &mask)) {
@@ -414,7 +412,6 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 				ret = -1;
 				break;
 			}
-			fts_lmdb_postings_write_header(value, &hdr);
 			if (hdr.count == 0) {
 				if (fts_lmdb_db_del(backend->db,
 						    FTS_LMDB_DBI_TOKENS,

@@ -30,7 +30,6 @@ struct fts_lmdb_box_record {
 	uint32_t vocab_segments;
 };
 
-#define FTS_LMDB_BOX_ID_SIZE 4
 /* A vocabulary segment is a value that a lookup scans with memmem();
    this keeps appending to the newest one cheap. */
 #define FTS_LMDB_VOCAB_SEGMENT_MAX (256 * 1024)

@@ -10,26 +10,16 @@
 int fts_lmdb_postings_header(const void *data, size_t size,
 			     struct fts_lmdb_posting_header *hdr_r)
 {
-	const uint8_t *p = data;
+	struct fts_lmdb_postings_iter iter;
+	uint32_t uid, mask;
 
-	if (size < FTS_LMDB_POSTING_HEADER_SIZE)
-		return -1;
-	hdr_r->last_uid = le32_to_cpu_unaligned(p);
-	hdr_r->count = le32_to_cpu_unaligned(p + 4);
-	return 0;
-}
-
-void fts_lmdb_postings_write_header(buffer_t *buf,
-				    const struct fts_lmdb_posting_header *hdr)
-{
-	uint8_t p[FTS_LMDB_POSTING_HEADER_SIZE];
-
-	cpu32_to_le_unaligned(hdr->last_uid, p);
-	cpu32_to_le_unaligned(hdr->count, p + 4);
-	if (buf->used < FTS_LMDB_POSTING_HEADER_SIZE)
-		buffer_append(buf, p, sizeof(p));
-	else
-		buffer_write(buf, 0, p, sizeof(p));
+	i_zero(hdr_r);
+	fts_lmdb_postings_iter_init(&iter, data, size);
+	while (fts_lmdb_postings_iter_next(&iter, &uid, &mask)) {
+		hdr_r->last_uid = uid;
+		hdr_r->count++;
+	}
+	return iter.failed ? -1 : 0;
 }
 
 void fts_lmdb_postings_append(buffer_t *buf,
@@ -47,11 +37,7 @@ void fts_lmdb_postings_iter_init(struct fts_lmdb_postings_iter *iter,
 				 const void *data, size_t size)
 {
 	i_zero(iter);
-	if (size < FTS_LMDB_POSTING_HEADER_SIZE) {
-		iter->failed = TRUE;
-		return;
-	}
-	iter->p = CONST_PTR_OFFSET(data, FTS_LMDB_POSTING_HEADER_SIZE);
+	iter->p = data;
 	iter->end = CONST_PTR_OFFSET(data, size);
 }
 

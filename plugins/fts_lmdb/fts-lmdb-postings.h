@@ -2,21 +2,19 @@
 #define FTS_LMDB_POSTINGS_H
 
 /* A posting list: the messages a token occurs in, with the fields it
-   occurs in. Stored as a header (last UID, count) followed by
-   (UID delta, field mask) pairs, both numpacked, UIDs ascending, so that
-   new mail is appended without decoding what is there. */
+   occurs in, as numpacked (UID delta, field mask) pairs, UIDs ascending.
+   There is no stored header: most tokens occur in one message, where a
+   header would triple the size. Appending decodes the list to find its
+   last UID. */
 
 struct fts_lmdb_posting_header {
 	uint32_t last_uid;
 	uint32_t count;
 };
 
-#define FTS_LMDB_POSTING_HEADER_SIZE 8
-
+/* Reads the whole list: -1 if it is damaged. */
 int fts_lmdb_postings_header(const void *data, size_t size,
 			     struct fts_lmdb_posting_header *hdr_r);
-void fts_lmdb_postings_write_header(buffer_t *buf,
-				    const struct fts_lmdb_posting_header *hdr);
 /* Append one (uid, mask), uid > hdr->last_uid; updates hdr. */
 void fts_lmdb_postings_append(buffer_t *buf,
 			      struct fts_lmdb_posting_header *hdr,

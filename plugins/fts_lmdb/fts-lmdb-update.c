@@ -216,7 +216,6 @@ static int fts_lmdb_posting_load(struct fts_lmdb_db *db, const buffer_t *key,
 	buffer_set_used_size(value, 0);
 	i_zero(hdr_r);
 	if (ret == 0) {
-		fts_lmdb_postings_write_header(value, hdr_r);
 		return 0;
 	}
 	if (fts_lmdb_postings_header(data, size, hdr_r) < 0) {
@@ -254,7 +253,6 @@ static int fts_lmdb_flush_expunged(struct fts_lmdb_update_context *ctx,
 			rec->expunged_count++;
 		}
 	}
-	fts_lmdb_postings_write_header(value, &hdr);
 	return fts_lmdb_db_put(ctx->backend->db, FTS_LMDB_DBI_TOKENS,
 			       key->data, key->used, value->data, value->used,
 			       error_r);
@@ -332,7 +330,6 @@ static int fts_lmdb_flush_txn(void *context, const char **error_r)
 							 entries[i].mask);
 			}
 		}
-		fts_lmdb_postings_write_header(value, &hdr);
 		if (fts_lmdb_db_put(db, FTS_LMDB_DBI_TOKENS, key->data,
 				    key->used, value->data, value->used,
 				    error_r) < 0)
