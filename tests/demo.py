@@ -9,6 +9,7 @@ end so you can try it yourself; the last lines say how to stop it. With
 """
 
 import argparse
+import base64
 import imaplib
 import poplib
 import re
@@ -43,6 +44,12 @@ def example_settings():
     extra = "".join(m.group(0) + "\n" for m in
                     re.finditer(r"^mail_attribute_dict\s*=.*$", text, re.M))
     return " ".join(plugins), settings, extra
+
+
+def _search_args(query):
+    """The search key as a literal: imaplib would send UTF-8 as an atom."""
+    key, _, value = query.rpartition(" ")
+    return key.split(), value.strip('"').encode()
 
 
 def step(title):
@@ -186,6 +193,26 @@ def main():
     print("  $ leave-on-server list -u alice")
     for line in subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines():
         print("  " + line)
+
+    step("fts_lmdb: SEARCH answered from the index, with stock Dovecot's answers")
+    html = ("Content-Type: text/html; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n" +
+            base64.encodebytes("<p>Filtered by <b>SpamAssassin</b> at "
+                               "mail.taint.org, für Müller</p>".encode()).decode())
+    dc.deliver("alice", ("From: Jörg <joerg@taint.org>\r\nTo: alice@example.com\r\n"
+                         "Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n" + html).encode())
+    client = dc.imap("alice", source_address=OFFICE)
+    client.select("INBOX", readonly=True)
+    for query in ('BODY "assassin"', 'BODY "<b>spam"', 'TEXT "taint.org"',
+                  'SUBJECT "GRÜ"', 'FROM "jörg"', 'NOT BODY "müller"'):
+        key, value = _search_args(query)
+        client.literal = value
+        typ, data = client.uid("SEARCH", "CHARSET", "UTF-8", *key)
+        show("UID SEARCH " + query, data[0].decode() or "(none)")
+    client.logout()
+    show("index", "~alice/Maildir/fts-lmdb (data.mdb, lock.mdb); substrings "
+         "inside words, raw HTML, decoded base64 and headers, as stock "
+         "Dovecot matches them")
 
     step("The log says why, with the rule's file:line")
     for line in dc.log_text().splitlines():
