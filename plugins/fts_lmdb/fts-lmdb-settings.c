@@ -72,7 +72,7 @@ int fts_lmdb_settings_read(struct mail_user *user, pool_t pool,
 		}
 		set_r->path = p_strdup(pool, value);
 	}
-	if (fts_lmdb_setting_uint(user, "fts_lmdb_batch_mb", 16, 1, 1024,
+	if (fts_lmdb_setting_uint(user, "fts_lmdb_batch_mb", 64, 1, 1024,
 				  &set_r->batch_mb, error_r) < 0 ||
 	    fts_lmdb_setting_uint(user, "fts_lmdb_map_mb", 64, 1, 1024 * 1024,
 				  &set_r->map_mb, error_r) < 0 ||
