@@ -27,8 +27,9 @@ static struct fts_backend *fts_lmdb_backend_alloc(void)
 	struct fts_lmdb_backend *backend;
 	pool_t pool;
 
+	/* i_new(): when init fails, the fts plugin i_free()s it */
 	pool = pool_alloconly_create("fts-lmdb backend", 1024);
-	backend = p_new(pool, struct fts_lmdb_backend, 1);
+	backend = i_new(struct fts_lmdb_backend, 1);
 	backend->pool = pool;
 	backend->backend = fts_backend_lmdb;
 	return &backend->backend;
@@ -49,6 +50,8 @@ static int fts_lmdb_backend_init(struct fts_backend *_backend,
 	if (fts_lmdb_settings_read(ns->user, backend->pool, &backend->set,
 				   &error) < 0) {
 		*error_r = t_strdup_printf("fts-lmdb: %s", error);
+		event_unref(&backend->event);
+		pool_unref(&backend->pool);
 		return -1;
 	}
 	if (backend->set.path != NULL)
@@ -71,6 +74,7 @@ static void fts_lmdb_backend_deinit(struct fts_backend *_backend)
 		fts_lmdb_db_unref(&backend->db);
 	event_unref(&backend->event);
 	pool_unref(&backend->pool);
+	i_free(backend);
 }
 
 static int fts_lmdb_format_write(void *context, const char **error_r)
@@ -376,13 +380,14 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 	/* LMDB keeps the cursor valid across puts and deletes of the
 	   same write transaction */
 	while (fts_lmdb_db_iter_next(iter, &k, &key_size, &data, &size)) {
-		const unsigned char *token =
-			CONST_PTR_OFFSET(k, prefix->used);
+		const unsigned char *token;
 		size_t token_size = key_size - prefix->used;
 		bool is_all;
 
+		/* a put or delete may move the page k points into */
 		buffer_set_used_size(key, 0);
 		buffer_append(key, k, key_size);
+		token = CONST_PTR_OFFSET(key->data, prefix->used);
 		if (token_size == strlen(FTS_LMDB_KEY_EXPUNGED) &&
 		    memcmp(token, FTS_LMDB_KEY_EXPUNGED, token_size) == 0) {
 			if (fts_lmdb_db_del(backend->db, FTS_LMDB_DBI_TOKENS,

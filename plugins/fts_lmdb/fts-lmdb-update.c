@@ -383,12 +383,14 @@ static void fts_lmdb_update_flush(struct fts_lmdb_update_context *ctx)
 	T_BEGIN {
 		/* keys in order: LMDB writes them into neighbouring pages */
 		tokens = array_get(&ctx->token_list, &count);
-		t_array_init(&sorted, count);
-		array_append(&sorted, tokens, count);
-		array_sort(&sorted, fts_lmdb_batch_token_cmp);
-		tokens = array_front(&sorted);
-		for (i = 0; i < count; i++)
-			tokens[i]->rank = i;
+		t_array_init(&sorted, I_MAX(count, 1));
+		if (count > 0) {
+			array_append(&sorted, tokens, count);
+			array_sort(&sorted, fts_lmdb_batch_token_cmp);
+			tokens = array_front_modifiable(&sorted);
+			for (i = 0; i < count; i++)
+				tokens[i]->rank = i;
+		}
 		entries = array_get_modifiable(&ctx->entries, &count);
 		for (i = 0; i < count; i++) {
 			entries[i].token =
