@@ -77,9 +77,14 @@ BACKENDS = {
 
 # If a SEARCH does find unindexed mail, the indexer-worker service builds
 # the index, and its default 256 MB address-space limit is too small for
-# xapian (its README asks for 2 GB or more).
+# xapian (its README asks for 2 GB or more). fts_lmdb maps its whole
+# index file, which counts toward the same limit in imap processes too:
+# at 100,000 messages the map outgrows 256 MB (docs/fts_lmdb.md).
 FTS_EXTRA_CONF = """\
 service indexer-worker {
+  vsz_limit = 2G
+}
+service imap {
   vsz_limit = 2G
 }
 """
