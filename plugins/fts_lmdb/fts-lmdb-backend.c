@@ -487,13 +487,19 @@ static int fts_lmdb_backend_get_last_uid(struct fts_backend *_backend,
 	int ret;
 
 	*last_uid_r = 0;
-	if (fts_lmdb_backend_open(backend, &error) < 0) {
-		e_error(backend->event, "%s", error);
-		return -1;
-	}
 	if (fts_lmdb_box_guid(box, guid) < 0)
 		return -1;
-	mailbox_get_open_status(box, STATUS_UIDVALIDITY, &status);
+	mailbox_get_open_status(box, STATUS_UIDVALIDITY | STATUS_UIDNEXT,
+				&status);
+	if (fts_lmdb_backend_open(backend, &error) < 0) {
+		/* Say everything is indexed, so that nothing waits for an
+		   index that can't be written; lookups then answer "maybe"
+		   for every message and Dovecot reads them all. */
+		e_error(backend->event, "%s - searching without the index",
+			error);
+		*last_uid_r = status.uidnext - 1;
+		return 0;
+	}
 	if (fts_lmdb_db_read_renew(backend->db, &error) < 0) {
 		e_error(backend->event, "%s", error);
 		return -1;
@@ -516,11 +522,10 @@ static int fts_lmdb_backend_refresh(struct fts_backend *_backend)
 		container_of(_backend, struct fts_lmdb_backend, backend);
 	const char *error;
 
+	/* without the index, lookups answer "maybe" for everything */
 	if (fts_lmdb_backend_open(backend, &error) < 0 ||
-	    fts_lmdb_db_read_renew(backend->db, &error) < 0) {
+	    fts_lmdb_db_read_renew(backend->db, &error) < 0)
 		e_error(backend->event, "%s", error);
-		return -1;
-	}
 	return 0;
 }
 
@@ -635,8 +640,10 @@ static int fts_lmdb_backend_maintain(struct fts_lmdb_backend *backend,
 	int ret;
 
 	if (fts_lmdb_backend_open(backend, &error) < 0) {
+		/* Nothing to maintain. Failing would also fail a mailbox
+		   sync (force-resync optimizes). */
 		e_error(backend->event, "%s", error);
-		return -1;
+		return 0;
 	}
 	i_zero(&ctx);
 	ctx.backend = backend;

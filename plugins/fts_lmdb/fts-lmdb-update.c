@@ -434,7 +434,10 @@ int fts_lmdb_update_deinit(struct fts_backend_update_context *_ctx)
 
 	fts_lmdb_update_flush(ctx);
 	fts_lmdb_update_close_mail(ctx);
-	ret = ctx->failed || _ctx->failed ? -1 : 0;
+	/* The index is a cache of the mail: failing here would fail the
+	   delivery, APPEND or COPY that is being indexed. The errors are
+	   logged, and what wasn't written is indexed again later. */
+	ret = 0;
 	hash_table_destroy(&ctx->tokens);
 	pool_unref(&ctx->pool);
 	array_free(&ctx->token_list);
