@@ -77,7 +77,7 @@ def test_kill_doveadm_index(dovecot):
         # Two kills in a row in Box1 and Box3 (the second one resumes a
         # broken run).
         for attempt in range(2 if k in (1, 3) else 1):
-            delay = rng.uniform(0.03, max(0.06, 0.6 * full))
+            delay = rng.uniform(0.03, max(0.06, 0.5 * full))
             proc = subprocess.Popen(
                 ["doveadm", "-c", str(fts.config_path), "index", "-u", "alice", box],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -95,7 +95,8 @@ def test_kill_doveadm_index(dovecot):
             assert_same(fts, stock, "alice", _queries(f"crash{j}")[-3:], f"Box{j}",
                         step=f"earlier Box{j} after kill in {box}")
 
-    assert sum(1 for *_, r in kills if r == "killed") >= 4, \
+    # a sanity check of the test itself: most kills must hit a running index
+    assert sum(1 for *_, r in kills if r == "killed") >= 3, \
         f"too few kills landed while indexing ran (full run {full:.2f}s): {kills}"
     # and a clean complete run afterwards
     doveadm_ok(fts, "index", "-u", "alice", "*", timeout=600)

@@ -202,6 +202,7 @@ def test_expunges_do_not_grow_index_without_bound(dovecot):
         doveadm_ok(fts, "fts", "optimize", "-u", "alice")
         if IS_LMDB:
             sizes.append(data_mdb(fts, "alice").stat().st_size)
+    print(f"data.mdb size after each round: {sizes}")
     if IS_LMDB:
         assert sizes[-1] <= max(2 * sizes[1], sizes[1] + (4 << 20)), \
             f"data.mdb keeps growing although all mail is expunged: sizes {sizes}"
