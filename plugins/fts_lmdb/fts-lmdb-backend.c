@@ -270,7 +270,7 @@ void fts_lmdb_token_key(buffer_t *key, uint32_t box_id,
 	buffer_append(key, token, size);
 }
 
-static void fts_lmdb_vocab_key(buffer_t *key, uint32_t box_id, uint32_t seg)
+void fts_lmdb_vocab_key(buffer_t *key, uint32_t box_id, uint32_t seg)
 {
 	uint8_t seg_be[4];
 

@@ -56,6 +56,8 @@ int fts_lmdb_box_record_put(struct fts_lmdb_backend *backend,
 			    const char **error_r);
 void fts_lmdb_token_key(buffer_t *key, uint32_t box_id,
 			const void *token, size_t size);
+/* segments are numbered big endian, so that they scan in order */
+void fts_lmdb_vocab_key(buffer_t *key, uint32_t box_id, uint32_t seg);
 /* Drops the expunged messages' postings and rebuilds the vocabulary, in
    the open write transaction. */
 int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,

@@ -112,7 +112,6 @@ static int fts_lmdb_scan_vocab(struct fts_lmdb_lookup *lk,
 {
 	const unsigned char *seg, *end, *p, *hit, *start, *stop;
 	buffer_t *seg_key = t_buffer_create(8);
-	uint8_t seg_be[4];
 	size_t size;
 	uint32_t i;
 	int ret;
@@ -120,9 +119,7 @@ static int fts_lmdb_scan_vocab(struct fts_lmdb_lookup *lk,
 	for (i = 0; i < lk->rec.vocab_segments; i++) {
 		const void *data;
 
-		cpu32_to_be_unaligned(i, seg_be);
-		fts_lmdb_token_key(seg_key, lk->rec.box_id, seg_be,
-				   sizeof(seg_be));
+		fts_lmdb_vocab_key(seg_key, lk->rec.box_id, i);
 		ret = fts_lmdb_db_get(lk->backend->db, FTS_LMDB_DBI_VOCAB,
 				      seg_key->data, seg_key->used, &data,
 				      &size, &lk->error);

@@ -189,10 +189,8 @@ static int fts_lmdb_flush_vocab(struct fts_lmdb_update_context *ctx,
 				const buffer_t *vocab, const char **error_r)
 {
 	buffer_t *key = t_buffer_create(8);
-	uint8_t seg_be[4];
 
-	cpu32_to_be_unaligned(seg, seg_be);
-	fts_lmdb_token_key(key, box_id, seg_be, sizeof(seg_be));
+	fts_lmdb_vocab_key(key, box_id, seg);
 	return fts_lmdb_db_put(ctx->backend->db, FTS_LMDB_DBI_VOCAB,
 			       key->data, key->used, vocab->data, vocab->used,
 			       error_r);
@@ -296,11 +294,8 @@ static int fts_lmdb_flush_txn(void *context, const char **error_r)
 	vocab = t_buffer_create(FTS_LMDB_VOCAB_SEGMENT_MAX + 256);
 	seg = 0;
 	if (rec.vocab_segments > 0) {
-		uint8_t seg_be[4];
-
 		seg = rec.vocab_segments - 1;
-		cpu32_to_be_unaligned(seg, seg_be);
-		fts_lmdb_token_key(key, rec.box_id, seg_be, sizeof(seg_be));
+		fts_lmdb_vocab_key(key, rec.box_id, seg);
 		ret = fts_lmdb_db_get(db, FTS_LMDB_DBI_VOCAB, key->data,
 				      key->used, &data, &size, error_r);
 		if (ret < 0)
