@@ -278,8 +278,18 @@ void fts_lmdb_vocab_key(buffer_t *key, uint32_t box_id, uint32_t seg)
 	fts_lmdb_token_key(key, box_id, seg_be, sizeof(seg_be));
 }
 
-int fts_lmdb_box_clear(struct fts_lmdb_backend *backend,
-		       struct fts_lmdb_box_record *rec, const char **error_r)
+void fts_lmdb_parts_key(buffer_t *key, uint32_t box_id, uint32_t uid)
+{
+	uint8_t uid_be[4];
+
+	cpu32_to_be_unaligned(uid, uid_be);
+	fts_lmdb_token_key(key, box_id, uid_be, sizeof(uid_be));
+}
+
+/* Deletes the keys of dbi that start with the box id. */
+static int fts_lmdb_box_delete_keys(struct fts_lmdb_backend *backend,
+				    enum fts_lmdb_dbi dbi, uint32_t box_id,
+				    const char **error_r)
 {
 	struct fts_lmdb_db_iter *iter;
 	const void *key, *data;
@@ -287,18 +297,10 @@ int fts_lmdb_box_clear(struct fts_lmdb_backend *backend,
 	buffer_t *prefix = t_buffer_create(8);
 	ARRAY(buffer_t *) keys;
 	buffer_t *const *keyp;
-	unsigned int i;
-	int ret = 0;
 
-	for (i = 0; i < rec->vocab_segments; i++) {
-		fts_lmdb_vocab_key(prefix, rec->box_id, i);
-		if (fts_lmdb_db_del(backend->db, FTS_LMDB_DBI_VOCAB,
-				    prefix->data, prefix->used, error_r) < 0)
-			return -1;
-	}
-	fts_lmdb_token_key(prefix, rec->box_id, "", 0);
+	fts_lmdb_token_key(prefix, box_id, "", 0);
 	t_array_init(&keys, 256);
-	iter = fts_lmdb_db_iter_init(backend->db, FTS_LMDB_DBI_TOKENS,
+	iter = fts_lmdb_db_iter_init(backend->db, dbi,
 				     prefix->data, prefix->used);
 	while (fts_lmdb_db_iter_next(iter, &key, &key_size, &data, &size)) {
 		buffer_t *k = t_buffer_create(key_size);
@@ -309,13 +311,31 @@ int fts_lmdb_box_clear(struct fts_lmdb_backend *backend,
 	if (fts_lmdb_db_iter_deinit(&iter, error_r) < 0)
 		return -1;
 	array_foreach(&keys, keyp) {
-		if (fts_lmdb_db_del(backend->db, FTS_LMDB_DBI_TOKENS,
-				    (*keyp)->data, (*keyp)->used,
-				    error_r) < 0) {
-			ret = -1;
-			break;
-		}
+		if (fts_lmdb_db_del(backend->db, dbi, (*keyp)->data,
+				    (*keyp)->used, error_r) < 0)
+			return -1;
 	}
+	return 0;
+}
+
+int fts_lmdb_box_clear(struct fts_lmdb_backend *backend,
+		       struct fts_lmdb_box_record *rec, const char **error_r)
+{
+	buffer_t *key = t_buffer_create(8);
+	unsigned int i;
+	int ret = 0;
+
+	for (i = 0; i < rec->vocab_segments; i++) {
+		fts_lmdb_vocab_key(key, rec->box_id, i);
+		if (fts_lmdb_db_del(backend->db, FTS_LMDB_DBI_VOCAB,
+				    key->data, key->used, error_r) < 0)
+			return -1;
+	}
+	if (fts_lmdb_box_delete_keys(backend, FTS_LMDB_DBI_TOKENS,
+				     rec->box_id, error_r) < 0 ||
+	    fts_lmdb_box_delete_keys(backend, FTS_LMDB_DBI_PARTS,
+				     rec->box_id, error_r) < 0)
+		ret = -1;
 	rec->last_uid = 0;
 	rec->doc_count = 0;
 	rec->expunged_count = 0;

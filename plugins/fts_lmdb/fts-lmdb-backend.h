@@ -17,6 +17,10 @@ struct fts_lmdb_backend {
 	struct fts_lmdb_db *db;
 	/* a lookup met damage: rebuild once the search is done */
 	bool rebuild_pending;
+	/* a partial fetch met unindexed mail and asked the indexer to
+	   index this mailbox up to this UID */
+	guid_128_t queued_box_guid;
+	uint32_t queued_uid;
 };
 
 /* What the index knows of one mailbox, keyed by the mailbox GUID. Stored
@@ -58,11 +62,13 @@ void fts_lmdb_token_key(buffer_t *key, uint32_t box_id,
 			const void *token, size_t size);
 /* segments are numbered big endian, so that they scan in order */
 void fts_lmdb_vocab_key(buffer_t *key, uint32_t box_id, uint32_t seg);
+/* the part map of a message: box id and UID, both big endian */
+void fts_lmdb_parts_key(buffer_t *key, uint32_t box_id, uint32_t uid);
 /* Drops the expunged messages' postings and rebuilds the vocabulary, in
    the open write transaction. */
 int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 		       struct fts_lmdb_box_record *rec, const char **error_r);
-/* Deletes every token and vocabulary segment of the box. */
+/* Deletes every token, vocabulary segment and part map of the box. */
 int fts_lmdb_box_clear(struct fts_lmdb_backend *backend,
 		       struct fts_lmdb_box_record *rec, const char **error_r);
 

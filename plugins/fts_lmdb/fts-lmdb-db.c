@@ -17,6 +17,7 @@
 static const char *const fts_lmdb_dbi_names[FTS_LMDB_DBI_COUNT] = {
 	[FTS_LMDB_DBI_META] = "meta",
 	[FTS_LMDB_DBI_BOXES] = "boxes",
+	[FTS_LMDB_DBI_PARTS] = "parts",
 	[FTS_LMDB_DBI_TOKENS] = "tokens",
 	[FTS_LMDB_DBI_VOCAB] = "vocab",
 };

@@ -14,6 +14,8 @@ enum fts_lmdb_dbi {
 	FTS_LMDB_DBI_TOKENS,
 	/* box id + segment number (4+4 bytes) -> "token\ntoken\n..." */
 	FTS_LMDB_DBI_VOCAB,
+	/* box id + UID (4+4 bytes, big endian) -> part map (partial fetch) */
+	FTS_LMDB_DBI_PARTS,
 
 	FTS_LMDB_DBI_COUNT
 };

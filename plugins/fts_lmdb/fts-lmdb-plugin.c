@@ -5,6 +5,7 @@
 #include "mail-storage-hooks.h"
 #include "fts-lmdb-backend.h"
 #include "fts-lmdb-user.h"
+#include "fts-lmdb-mail.h"
 #include "fts-lmdb-plugin.h"
 
 const char *fts_lmdb_plugin_version = DOVECOT_ABI_VERSION;
@@ -17,6 +18,7 @@ struct event_category event_category_fts_lmdb = {
 
 static struct mail_storage_hooks fts_lmdb_mail_storage_hooks = {
 	.mail_user_created = fts_lmdb_mail_user_created,
+	.mail_allocated = fts_lmdb_mail_allocated,
 };
 
 void fts_lmdb_plugin_init(struct module *module)

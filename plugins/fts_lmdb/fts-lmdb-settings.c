@@ -6,7 +6,7 @@
 #include "mail-user.h"
 #include "fts-lmdb-settings.h"
 
-#define FTS_LMDB_FORMAT_VERSION "1"
+#define FTS_LMDB_FORMAT_VERSION "2"
 
 static const char *const fts_lmdb_default_headers =
 	"From To Cc Bcc Subject Message-ID In-Reply-To References "
@@ -36,6 +36,26 @@ fts_lmdb_setting_uint(struct mail_user *user, const char *name,
 		*error_r = t_strdup_printf("%s=%s: must be a number "
 					   "from %u to %u", name, value,
 					   min, max);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+fts_lmdb_setting_bool(struct mail_user *user, const char *name, bool def,
+		      bool *value_r, const char **error_r)
+{
+	const char *value = mail_user_plugin_getenv(user, name);
+
+	if (value == NULL || value[0] == '\0')
+		*value_r = def;
+	else if (strcasecmp(value, "yes") == 0)
+		*value_r = TRUE;
+	else if (strcasecmp(value, "no") == 0)
+		*value_r = FALSE;
+	else {
+		*error_r = t_strdup_printf("%s=%s: must be yes or no",
+					   name, value);
 		return -1;
 	}
 	return 0;
@@ -78,7 +98,9 @@ int fts_lmdb_settings_read(struct mail_user *user, pool_t pool,
 				  &set_r->map_mb, error_r) < 0 ||
 	    fts_lmdb_setting_uint(user, "fts_lmdb_max_mail_tokens", 200000,
 				  100, 100000000, &set_r->max_mail_tokens,
-				  error_r) < 0)
+				  error_r) < 0 ||
+	    fts_lmdb_setting_bool(user, "fts_lmdb_partial_fetch", TRUE,
+				  &set_r->partial_fetch, error_r) < 0)
 		return -1;
 
 	value = mail_user_plugin_getenv(user, "fts_lmdb_headers");

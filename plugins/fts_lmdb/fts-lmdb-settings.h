@@ -11,6 +11,8 @@ struct fts_lmdb_settings {
 	unsigned int batch_mb;
 	unsigned int map_mb;
 	unsigned int max_mail_tokens;
+	/* record part maps so that partial fetches seek */
+	bool partial_fetch;
 
 	/* top-level headers indexed for HEADER, SUBJECT, FROM, ... */
 	const char *headers[FTS_LMDB_MAX_HEADERS];

@@ -15,6 +15,7 @@
 #include "fts-lmdb-db.h"
 #include "fts-lmdb-postings.h"
 #include "fts-lmdb-extract.h"
+#include "fts-lmdb-partmap-build.h"
 #include "fts-lmdb-backend.h"
 
 /* expunged messages stay in posting lists (filtered out by lookups)
@@ -35,6 +36,12 @@ struct fts_lmdb_batch_entry {
 	uint32_t token;
 	uint32_t uid;
 	uint32_t mask;
+};
+
+/* a part map in the batch: map_data[offset..offset+size) */
+struct fts_lmdb_batch_map {
+	uint32_t uid;
+	size_t offset, size;
 };
 
 struct fts_lmdb_update_context {
@@ -59,6 +66,8 @@ struct fts_lmdb_update_context {
 	ARRAY(struct fts_lmdb_batch_token *) token_list;
 	ARRAY(struct fts_lmdb_batch_entry) entries;
 	ARRAY_TYPE(seq_range) expunged;
+	ARRAY(struct fts_lmdb_batch_map) maps;
+	buffer_t *map_data;
 	buffer_t *lookup_key;
 	uint32_t batch_last_uid;
 	unsigned int batch_docs;
@@ -91,6 +100,8 @@ fts_lmdb_update_init(struct fts_backend *_backend)
 	i_array_init(&ctx->token_list, 1024);
 	i_array_init(&ctx->entries, 4096);
 	i_array_init(&ctx->expunged, 16);
+	i_array_init(&ctx->maps, 16);
+	ctx->map_data = buffer_create_dynamic(default_pool, 1024);
 	ctx->lookup_key = buffer_create_dynamic(default_pool,
 						FTS_LMDB_TOKEN_MAX + 1);
 	return &ctx->ctx;
@@ -104,6 +115,8 @@ static void fts_lmdb_batch_clear(struct fts_lmdb_update_context *ctx)
 	array_clear(&ctx->token_list);
 	array_clear(&ctx->entries);
 	array_clear(&ctx->expunged);
+	array_clear(&ctx->maps);
+	buffer_set_used_size(ctx->map_data, 0);
 	ctx->batch_last_uid = 0;
 	ctx->batch_docs = 0;
 	ctx->batch_bytes = 0;
@@ -251,9 +264,41 @@ static int fts_lmdb_flush_expunged(struct fts_lmdb_update_context *ctx,
 			rec->expunged_count++;
 		}
 	}
-	return fts_lmdb_db_put(ctx->backend->db, FTS_LMDB_DBI_TOKENS,
-			       key->data, key->used, value->data, value->used,
-			       error_r);
+	if (fts_lmdb_db_put(ctx->backend->db, FTS_LMDB_DBI_TOKENS,
+			    key->data, key->used, value->data, value->used,
+			    error_r) < 0)
+		return -1;
+	/* part maps go at once: nothing filters them at fetch time */
+	array_foreach(&ctx->expunged, range) {
+		for (uid = range->seq1; uid <= range->seq2; uid++) {
+			if (uid > rec->last_uid)
+				break;
+			fts_lmdb_parts_key(key, rec->box_id, uid);
+			if (fts_lmdb_db_del(ctx->backend->db,
+					    FTS_LMDB_DBI_PARTS, key->data,
+					    key->used, error_r) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+static int fts_lmdb_flush_maps(struct fts_lmdb_update_context *ctx,
+			       uint32_t box_id, const char **error_r)
+{
+	const struct fts_lmdb_batch_map *map;
+	buffer_t *key = t_buffer_create(8);
+
+	array_foreach(&ctx->maps, map) {
+		fts_lmdb_parts_key(key, box_id, map->uid);
+		if (fts_lmdb_db_put(ctx->backend->db, FTS_LMDB_DBI_PARTS,
+				    key->data, key->used,
+				    CONST_PTR_OFFSET(ctx->map_data->data,
+						     map->offset),
+				    map->size, error_r) < 0)
+			return -1;
+	}
+	return 0;
 }
 
 static int fts_lmdb_flush_txn(void *context, const char **error_r)
@@ -347,7 +392,8 @@ static int fts_lmdb_flush_txn(void *context, const char **error_r)
 	if (ctx->batch_last_uid > rec.last_uid)
 		rec.last_uid = ctx->batch_last_uid;
 	rec.doc_count += ctx->batch_docs;
-	if (fts_lmdb_flush_expunged(ctx, &rec, error_r) < 0)
+	if (fts_lmdb_flush_maps(ctx, rec.box_id, error_r) < 0 ||
+	    fts_lmdb_flush_expunged(ctx, &rec, error_r) < 0)
 		return -1;
 	if (rec.expunged_count >= FTS_LMDB_PURGE_MIN_EXPUNGED &&
 	    rec.expunged_count * 100 >=
@@ -369,7 +415,7 @@ static void fts_lmdb_update_flush(struct fts_lmdb_update_context *ctx)
 	int ret;
 
 	if (!ctx->box_ok ||
-	    (array_count(&ctx->entries) == 0 &&
+	    (array_count(&ctx->entries) == 0 && array_count(&ctx->maps) == 0 &&
 	     array_count(&ctx->expunged) == 0 && !ctx->box_reset)) {
 		fts_lmdb_batch_clear(ctx);
 		return;
@@ -438,6 +484,8 @@ int fts_lmdb_update_deinit(struct fts_backend_update_context *_ctx)
 	array_free(&ctx->token_list);
 	array_free(&ctx->entries);
 	array_free(&ctx->expunged);
+	array_free(&ctx->maps);
+	buffer_free(&ctx->map_data);
 	buffer_free(&ctx->lookup_key);
 	i_free(ctx);
 	return ret;
@@ -507,6 +555,34 @@ void fts_lmdb_update_expunge(struct fts_backend_update_context *_ctx,
 	seq_range_array_add(&ctx->expunged, uid);
 }
 
+static void fts_lmdb_update_map_mail(struct fts_lmdb_update_context *ctx,
+				     uint32_t uid)
+{
+	struct fts_lmdb_batch_map *map;
+	size_t start = ctx->map_data->used;
+	const char *error;
+	int ret;
+
+	T_BEGIN {
+		ret = fts_lmdb_partmap_build(ctx->mail, ctx->map_data, &error);
+		if (ret < 0) {
+			e_warning(ctx->backend->event, "Mailbox %s UID %u: no "
+				  "part map, partial fetches of it parse the "
+				  "mail: %s", mailbox_get_vname(ctx->box),
+				  uid, error);
+		}
+	} T_END;
+	if (ret <= 0) {
+		buffer_set_used_size(ctx->map_data, start);
+		return;
+	}
+	map = array_append_space(&ctx->maps);
+	map->uid = uid;
+	map->offset = start;
+	map->size = ctx->map_data->used - start;
+	ctx->batch_bytes += map->size + sizeof(*map);
+}
+
 static void fts_lmdb_update_index_mail(struct fts_lmdb_update_context *ctx,
 				       uint32_t uid)
 {
@@ -565,6 +641,8 @@ static void fts_lmdb_update_index_mail(struct fts_lmdb_update_context *ctx,
 					   ctx->mail_long_mask);
 	}
 	fts_lmdb_batch_add_special(ctx, FTS_LMDB_KEY_ALL, 1);
+	if (ret >= 0 && backend->set.partial_fetch)
+		fts_lmdb_update_map_mail(ctx, uid);
 	ctx->batch_last_uid = uid;
 	ctx->batch_docs++;
 	ctx->indexed_last_uid = uid;
