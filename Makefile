@@ -80,6 +80,7 @@ FTS_LMDB_PLUGIN = plugins/fts_lmdb/fts-lmdb-plugin.c \
 	plugins/fts_lmdb/fts-lmdb-partmap-build.c \
 	plugins/fts_lmdb/fts-lmdb-istream.c \
 	plugins/fts_lmdb/fts-lmdb-mail.c \
+	plugins/fts_lmdb/fts-lmdb-imap.c \
 	$(FTS_LMDB_CORE)
 LIBLMDB = -llmdb
 

@@ -6,6 +6,7 @@
    takes Dovecot's own path, so answers never differ from stock's. */
 
 #include "lib.h"
+#include <ctype.h>
 #include "str.h"
 #include "strescape.h"
 #include "net.h"
@@ -235,6 +236,140 @@ fts_lmdb_mail_get_binary_stream(struct mail *_mail,
 		"Mailbox %s UID %u part at %"PRIuUOFF_T,
 		mailbox_get_vname(_mail->box), _mail->uid, part->physical_pos);
 	return 0;
+}
+
+/* The part a section number names, as IMAP numbers parts: a
+   message/rfc822 part's number also stands for its message's body. */
+static const struct message_part *
+fts_lmdb_section_part(const struct message_part *part, const char **section)
+{
+	const char *p = *section;
+	unsigned int num;
+
+	while (part != NULL && i_isdigit(*p)) {
+		for (num = 0; i_isdigit(*p); p++)
+			num = num * 10 + (*p - '0');
+		if (*p == '.')
+			p++;
+		if ((part->flags & MESSAGE_PART_FLAG_MULTIPART) != 0) {
+			for (part = part->children; part != NULL && num > 1;
+			     num--)
+				part = part->next;
+		} else if (num != 1) {
+			part = NULL;
+		}
+		if (part != NULL && i_isdigit(*p)) {
+			if ((part->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) == 0)
+				return NULL;
+			part = part->children;
+		}
+	}
+	*section = p;
+	return part;
+}
+
+/* Where IMAP starts counting a section's partial offset, or FALSE for
+   sections that are small (headers) or not found. */
+static bool fts_lmdb_section_start(struct mail *mail, const char *section,
+				   uoff_t *physical_start_r)
+{
+	struct message_part *parts;
+	const struct message_part *part;
+
+	if (mail_get_parts(mail, &parts) < 0)
+		return FALSE;
+	if (section[0] == '\0') {
+		*physical_start_r = 0;
+		return TRUE;
+	}
+	part = i_isdigit(section[0]) ?
+		fts_lmdb_section_part(parts, &section) : parts;
+	if (part == NULL)
+		return FALSE;
+	if (section[0] == '\0') {
+		/* [1.2]: the part's body */
+	} else if (strcasecmp(section, "TEXT") == 0) {
+		/* [TEXT], [1.2.TEXT]: the body of a message */
+		if (part != parts) {
+			if ((part->flags & MESSAGE_PART_FLAG_MESSAGE_RFC822) == 0)
+				return FALSE;
+			part = part->children;
+		}
+	} else {
+		return FALSE;
+	}
+	*physical_start_r = part->physical_pos + part->header_size.physical_size;
+	return TRUE;
+}
+
+/* Virtual (CRLF) offset of a physical offset, from the checkpoint before
+   it and at most a checkpoint's spacing of reading. */
+static bool fts_lmdb_virtual_offset(struct mail *mail,
+				    const struct fts_lmdb_mail_map *map,
+				    uoff_t physical, uoff_t *virtual_r)
+{
+	const struct fts_lmdb_checkpoint *cp;
+	struct fts_lmdb_crlf_scan scan;
+	ARRAY_TYPE(fts_lmdb_checkpoint) none;
+	struct istream *input;
+	const unsigned char *data;
+	size_t size;
+
+	cp = fts_lmdb_checkpoint_find_encoded(&map->crlf, physical);
+	if (mail_get_stream_because(mail, NULL, NULL, "MIME part",
+				    &input) < 0)
+		return FALSE;
+	t_array_init(&none, 1);
+	fts_lmdb_crlf_scan_init(&scan, UOFF_T_MAX, &none);
+	i_stream_seek(input, cp->encoded);
+	while (input->v_offset < physical &&
+	       i_stream_read_more(input, &data, &size) > 0) {
+		size = I_MIN(size, physical - input->v_offset);
+		fts_lmdb_crlf_scan_more(&scan, data, size);
+		i_stream_skip(input, size);
+	}
+	/* a CR just before the start would pair with an LF after it */
+	if (input->v_offset != physical || scan.last_cr)
+		return FALSE;
+	*virtual_r = cp->decoded + scan.virtual;
+	return TRUE;
+}
+
+void fts_lmdb_mail_seek_hint(struct mail *_mail, const char *section,
+			     uoff_t virtual_offset)
+{
+	struct mail_private *mail = (struct mail_private *)_mail;
+	struct fts_lmdb_mail *fmail = MODULE_CONTEXT(mail, fts_lmdb_mail_module);
+	struct mail_msgpart_partial_cache *cache = &_mail->box->partial_cache;
+	const struct fts_lmdb_checkpoint *cp;
+	uoff_t start, virtual_start;
+	bool primed = FALSE;
+
+	if (fmail == NULL || virtual_offset == 0 ||
+	    !fts_lmdb_mail_have_map(fmail, _mail))
+		return;
+	T_BEGIN {
+		if (fts_lmdb_section_start(_mail, section, &start) &&
+		    fts_lmdb_virtual_offset(_mail, &fmail->map, start,
+					    &virtual_start)) {
+			/* the cache is used only if it is before the offset */
+			cp = fts_lmdb_checkpoint_find(&fmail->map.crlf,
+				virtual_start + virtual_offset - 1);
+			if (cp->encoded > start) {
+				cache->uid = _mail->uid;
+				cache->physical_start = start;
+				cache->physical_pos = cp->encoded - start;
+				cache->virtual_pos = cp->decoded - virtual_start;
+				primed = TRUE;
+			}
+		}
+	} T_END;
+	if (primed) {
+		e_debug(fmail->backend->event, "partial seek from index: "
+			"Mailbox %s UID %u section [%s] offset %"PRIuUOFF_T,
+			mailbox_get_vname(_mail->box), _mail->uid, section,
+			virtual_offset);
+	}
 }
 
 static void fts_lmdb_mail_free(struct mail *_mail)

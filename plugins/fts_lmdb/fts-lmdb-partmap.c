@@ -226,25 +226,39 @@ void fts_lmdb_crlf_scan_more(struct fts_lmdb_crlf_scan *scan,
 	}
 }
 
-const struct fts_lmdb_checkpoint *
-fts_lmdb_checkpoint_find(const ARRAY_TYPE(fts_lmdb_checkpoint) *cps,
-			 uoff_t decoded)
+static const struct fts_lmdb_checkpoint *
+fts_lmdb_checkpoint_bsearch(const ARRAY_TYPE(fts_lmdb_checkpoint) *cps,
+			    uoff_t offset, bool encoded)
 {
 	const struct fts_lmdb_checkpoint *cp;
 	unsigned int count, lo = 0, hi, mid;
 
 	cp = array_get(cps, &count);
 	i_assert(count > 0);
-	/* the last one with cp->decoded <= decoded */
+	/* the last one at or before offset; both offsets only grow */
 	hi = count;
 	while (hi - lo > 1) {
 		mid = (lo + hi) / 2;
-		if (cp[mid].decoded <= decoded)
+		if ((encoded ? cp[mid].encoded : cp[mid].decoded) <= offset)
 			lo = mid;
 		else
 			hi = mid;
 	}
 	return &cp[lo];
+}
+
+const struct fts_lmdb_checkpoint *
+fts_lmdb_checkpoint_find(const ARRAY_TYPE(fts_lmdb_checkpoint) *cps,
+			 uoff_t decoded)
+{
+	return fts_lmdb_checkpoint_bsearch(cps, decoded, FALSE);
+}
+
+const struct fts_lmdb_checkpoint *
+fts_lmdb_checkpoint_find_encoded(const ARRAY_TYPE(fts_lmdb_checkpoint) *cps,
+				 uoff_t encoded)
+{
+	return fts_lmdb_checkpoint_bsearch(cps, encoded, TRUE);
 }
 
 void fts_lmdb_mail_map_init(pool_t pool, struct fts_lmdb_mail_map *map_r)

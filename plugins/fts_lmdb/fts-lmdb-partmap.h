@@ -64,6 +64,11 @@ const struct fts_lmdb_checkpoint *
 fts_lmdb_checkpoint_find(const ARRAY_TYPE(fts_lmdb_checkpoint) *cps,
 			 uoff_t decoded);
 
+/* The last checkpoint whose encoded offset is <= encoded. */
+const struct fts_lmdb_checkpoint *
+fts_lmdb_checkpoint_find_encoded(const ARRAY_TYPE(fts_lmdb_checkpoint) *cps,
+				 uoff_t encoded);
+
 /* Scans a part's encoded body. Returns -1 from more/finish if the body
    doesn't decode cleanly: such a part gets no map, and fetches take
    Dovecot's path, which reports the error as it always does. */

@@ -6,6 +6,7 @@
 #include "fts-lmdb-backend.h"
 #include "fts-lmdb-user.h"
 #include "fts-lmdb-mail.h"
+#include "fts-lmdb-imap.h"
 #include "fts-lmdb-plugin.h"
 
 const char *fts_lmdb_plugin_version = DOVECOT_ABI_VERSION;
@@ -25,10 +26,12 @@ void fts_lmdb_plugin_init(struct module *module)
 {
 	fts_backend_register(&fts_backend_lmdb);
 	mail_storage_hooks_add(module, &fts_lmdb_mail_storage_hooks);
+	fts_lmdb_imap_init();
 }
 
 void fts_lmdb_plugin_deinit(void)
 {
+	fts_lmdb_imap_deinit();
 	fts_backend_unregister(fts_backend_lmdb.name);
 	mail_storage_hooks_remove(&fts_lmdb_mail_storage_hooks);
 }
