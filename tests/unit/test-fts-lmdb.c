@@ -1,5 +1,7 @@
 /* Unit tests of fts_lmdb's tokenizer (the chunking of long tokens that
-   the exactness of lookups depends on) and posting list encoding. */
+   the exactness of lookups depends on), posting list encoding, and part
+   maps: every checkpoint must restart decoding exactly where the full
+   decoding is, and a damaged record must be rejected. */
 
 #include "lib.h"
 #include "array.h"
@@ -8,6 +10,9 @@
 #include "test-common.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-tokens.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-postings.h"
+#include "../../plugins/fts_lmdb/fts-lmdb-partmap.h"
+#include "base64.h"
+#include "qp-decoder.h"
 
 struct collected {
 	ARRAY_TYPE(const_string) tokens;
@@ -175,6 +180,275 @@ static void test_postings_damage(void)
 	test_end();
 }
 
+/* deterministic bytes, so that a failure can be reproduced */
+static void fill_random(buffer_t *buf, size_t size, unsigned int seed)
+{
+	uint32_t x = seed * 2654435761U + 1;
+	size_t i;
+
+	for (i = 0; i < size; i++) {
+		x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+		buffer_append_c(buf, x & 0xff);
+	}
+}
+
+static int decode_all(enum fts_lmdb_partmap_cte cte, const unsigned char *src,
+		      size_t size, buffer_t *dest)
+{
+	struct qp_decoder *qp;
+	const char *error;
+	size_t pos;
+	int ret;
+
+	if (cte == FTS_LMDB_PARTMAP_BASE64) {
+		struct base64_decoder dec;
+
+		base64_decode_init(&dec, &base64_scheme, 0);
+		ret = base64_decode_more(&dec, src, size, &pos, dest);
+		if (ret >= 0 && base64_decode_finish(&dec) < 0)
+			ret = -1;
+		return ret < 0 ? -1 : 0;
+	}
+	qp = qp_decoder_init(dest);
+	ret = qp_decoder_more(qp, src, size, &pos, &error);
+	if (qp_decoder_finish(qp, &error) < 0)
+		ret = -1;
+	qp_decoder_deinit(&qp);
+	return ret;
+}
+
+/* Scans enc (fed in pieces), then checks the size and that decoding from
+   every checkpoint gives the tail of the full decoding. */
+static void check_checkpoints(enum fts_lmdb_partmap_cte cte,
+			      const buffer_t *enc, size_t piece,
+			      unsigned int *checkpoints_r)
+{
+	ARRAY_TYPE(fts_lmdb_checkpoint) cps;
+	const struct fts_lmdb_checkpoint *cp;
+	struct fts_lmdb_part_scan *scan;
+	buffer_t *full = t_buffer_create(enc->used), *part;
+	uoff_t size;
+	size_t i;
+	int ret = 0;
+
+	t_array_init(&cps, 16);
+	scan = fts_lmdb_part_scan_init(cte, 100, &cps);
+	for (i = 0; i < enc->used; i += piece) {
+		if (fts_lmdb_part_scan_more(scan, CONST_PTR_OFFSET(enc->data, i),
+					    I_MIN(piece, enc->used - i)) < 0)
+			ret = -1;
+	}
+	if (fts_lmdb_part_scan_finish(&scan, &size) < 0)
+		ret = -1;
+	test_assert(ret == 0);
+	test_assert(decode_all(cte, enc->data, enc->used, full) == 0);
+	test_assert(size == full->used);
+	array_foreach(&cps, cp) {
+		part = t_buffer_create(full->used);
+		test_assert(cp->encoded <= enc->used);
+		test_assert(decode_all(cte, CONST_PTR_OFFSET(enc->data,
+							     cp->encoded),
+				       enc->used - cp->encoded, part) == 0);
+		test_assert(cp->decoded + part->used == full->used &&
+			    memcmp(part->data, CONST_PTR_OFFSET(full->data,
+								cp->decoded),
+				   part->used) == 0);
+	}
+	*checkpoints_r = array_count(&cps);
+}
+
+static void test_partmap_base64(void)
+{
+	static const unsigned int line_lens[] = { 0, 1, 61, 75, 76 };
+	buffer_t *data, *enc, *b64;
+	unsigned int i, j, checkpoints;
+	size_t pos;
+
+	test_begin("partmap base64 checkpoints");
+	for (i = 0; i < N_ELEMENTS(line_lens); i++) T_BEGIN {
+		data = t_buffer_create(5000);
+		fill_random(data, 4000 + i, i);
+		b64 = t_base64_encode(0, SIZE_MAX, data->data, data->used);
+		enc = t_buffer_create(b64->used * 2);
+		for (pos = 0; pos < b64->used; ) {
+			size_t n = line_lens[i] == 0 ? b64->used :
+				I_MIN(line_lens[i], b64->used - pos);
+			buffer_append(enc, CONST_PTR_OFFSET(b64->data, pos), n);
+			buffer_append(enc, i % 2 == 0 ? "\r\n" : "\n",
+				      i % 2 == 0 ? 2 : 1);
+			pos += n;
+		}
+		for (j = 1; j < 200; j += 37) {
+			check_checkpoints(FTS_LMDB_PARTMAP_BASE64, enc, j,
+					  &checkpoints);
+			test_assert(checkpoints > 10);
+		}
+	} T_END;
+	test_end();
+}
+
+static void test_partmap_qp(void)
+{
+	static const char *const pieces[] = {
+		"caf=E9 ", "trailing   \n", "soft=\n", "=3D", "tab\t\n",
+		"plain words ", "=\r\n", "\r\n", "long line of text ", "=20\n",
+	};
+	buffer_t *enc;
+	unsigned int i, checkpoints;
+	uint32_t x = 7;
+
+	test_begin("partmap quoted-printable checkpoints");
+	enc = t_buffer_create(20000);
+	for (i = 0; i < 3000; i++) {
+		x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+		buffer_append(enc, pieces[x % N_ELEMENTS(pieces)],
+			      strlen(pieces[x % N_ELEMENTS(pieces)]));
+	}
+	for (i = 1; i < 300; i += 61) {
+		check_checkpoints(FTS_LMDB_PARTMAP_QP, enc, i, &checkpoints);
+		test_assert(checkpoints > 10);
+	}
+	test_end();
+}
+
+static void test_partmap_invalid(void)
+{
+	static const struct {
+		enum fts_lmdb_partmap_cte cte;
+		const char *enc;
+	} bad[] = {
+		{ FTS_LMDB_PARTMAP_BASE64, "QUJD*REVG\n" },
+		{ FTS_LMDB_PARTMAP_BASE64, "QQ=\n" },
+		{ FTS_LMDB_PARTMAP_BASE64, "QUJDRA" },
+		{ FTS_LMDB_PARTMAP_QP, "abc=4" },
+		{ FTS_LMDB_PARTMAP_QP, "abc=ZZdef\n" },
+	};
+	ARRAY_TYPE(fts_lmdb_checkpoint) cps;
+	struct fts_lmdb_part_scan *scan;
+	uoff_t size;
+	unsigned int i;
+	int ret;
+
+	test_begin("partmap invalid encodings have no map");
+	t_array_init(&cps, 4);
+	for (i = 0; i < N_ELEMENTS(bad); i++) {
+		scan = fts_lmdb_part_scan_init(bad[i].cte, 1, &cps);
+		ret = fts_lmdb_part_scan_more(scan,
+			(const unsigned char *)bad[i].enc, strlen(bad[i].enc));
+		if (fts_lmdb_part_scan_finish(&scan, &size) < 0)
+			ret = -1;
+		test_assert_idx(ret < 0, i);
+	}
+	test_end();
+}
+
+static void test_partmap_crlf(void)
+{
+	static const char *const text =
+		"a\nb\r\n\r\nccc\n\r\rd\n\n\ne\rf\r\n";
+	ARRAY_TYPE(fts_lmdb_checkpoint) cps;
+	const struct fts_lmdb_checkpoint *cp;
+	struct fts_lmdb_crlf_scan scan;
+	size_t i, len = strlen(text);
+	uoff_t virtual;
+
+	test_begin("partmap CRLF offsets");
+	t_array_init(&cps, 16);
+	fts_lmdb_crlf_scan_init(&scan, 1, &cps);
+	/* fed a byte at a time: a CR and its LF arrive apart */
+	for (i = 0; i < len; i++)
+		fts_lmdb_crlf_scan_more(&scan, (const void *)(text + i), 1);
+	array_foreach(&cps, cp) {
+		/* count as IMAP does: a bare LF is two bytes */
+		virtual = 0;
+		for (i = 0; i < cp->encoded; i++) {
+			virtual++;
+			if (text[i] == '\n' && (i == 0 || text[i-1] != '\r'))
+				virtual++;
+		}
+		test_assert(cp->decoded == virtual);
+		test_assert(cp->encoded == 0 || text[cp->encoded-1] == '\n');
+	}
+	test_assert(array_count(&cps) == 9);
+	test_end();
+}
+
+static void test_partmap_record(void)
+{
+	struct fts_lmdb_mail_map map, map2;
+	struct fts_lmdb_part_map *part;
+	struct fts_lmdb_checkpoint cp;
+	buffer_t *buf = t_buffer_create(256), *bad;
+	pool_t pool = pool_datastack_create();
+	const char *error;
+	size_t i;
+
+	test_begin("partmap record encoding and damage");
+	fts_lmdb_mail_map_init(pool, &map);
+	map.physical_size = 1000000;
+	map.guid = "0123abcd";
+	cp.encoded = 0; cp.decoded = 0;
+	array_push_back(&map.crlf, &cp);
+	cp.encoded = 70000; cp.decoded = 71000;
+	array_push_back(&map.crlf, &cp);
+	part = array_append_space(&map.parts);
+	part->physical_pos = 500;
+	part->header_size = 100;
+	part->body_size = 900000;
+	part->decoded_size = 650000;
+	part->cte = FTS_LMDB_PARTMAP_BASE64;
+	p_array_init(&part->checkpoints, pool, 4);
+	cp.encoded = 0; cp.decoded = 0;
+	array_push_back(&part->checkpoints, &cp);
+	cp.encoded = 65536; cp.decoded = 49152;
+	array_push_back(&part->checkpoints, &cp);
+	fts_lmdb_mail_map_encode(&map, buf);
+
+	test_assert(fts_lmdb_mail_map_decode(pool, buf->data, buf->used,
+					     &map2, &error) == 0);
+	test_assert(map2.physical_size == 1000000);
+	test_assert(strcmp(map2.guid, "0123abcd") == 0);
+	test_assert(array_count(&map2.crlf) == 2);
+	part = array_idx_modifiable(&map2.parts, 0);
+	test_assert(part->decoded_size == 650000 &&
+		    array_count(&part->checkpoints) == 2);
+	test_assert(fts_lmdb_mail_map_find_part(&map2, 500) == part);
+	test_assert(fts_lmdb_mail_map_find_part(&map2, 501) == NULL);
+	test_assert(fts_lmdb_checkpoint_find(&part->checkpoints,
+					     49151)->encoded == 0);
+	test_assert(fts_lmdb_checkpoint_find(&part->checkpoints,
+					     49152)->encoded == 65536);
+
+	/* every truncation is rejected */
+	for (i = 0; i < buf->used; i++) {
+		test_assert_idx(fts_lmdb_mail_map_decode(pool, buf->data, i,
+							 &map2, &error) < 0, i);
+	}
+	/* a part that would lie outside the mail is rejected */
+	bad = t_buffer_create(256);
+	part = array_idx_modifiable(&map.parts, 0);
+	part->body_size = 999901;
+	fts_lmdb_mail_map_encode(&map, bad);
+	test_assert(fts_lmdb_mail_map_decode(pool, bad->data, bad->used,
+					     &map2, &error) < 0);
+	/* changed bytes never crash; what decodes stays inside the mail */
+	for (i = 0; i < buf->used * 8; i++) {
+		bad = t_buffer_create(buf->used);
+		buffer_append_buf(bad, buf, 0, SIZE_MAX);
+		((unsigned char *)bad->data)[i / 8] ^= 1 << (i % 8);
+		if (fts_lmdb_mail_map_decode(pool, bad->data, bad->used,
+					     &map2, &error) == 0) {
+			array_foreach_modifiable(&map2.parts, part) {
+				test_assert(part->physical_pos +
+					    part->header_size +
+					    part->body_size <=
+					    map2.physical_size);
+			}
+		}
+	}
+	test_end();
+}
+
 int main(void)
 {
 	static void (*const tests[])(void) = {
@@ -182,6 +456,11 @@ int main(void)
 		test_tokenize_long,
 		test_postings_roundtrip,
 		test_postings_damage,
+		test_partmap_base64,
+		test_partmap_qp,
+		test_partmap_invalid,
+		test_partmap_crlf,
+		test_partmap_record,
 		NULL
 	};
 	return test_run(tests);
