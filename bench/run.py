@@ -16,6 +16,11 @@ fts_lmdb:
      query set, with every answer compared with stock Dovecot's, for
      stock, fts-lucene, fts-xapian and fts_lmdb side by side
      (bench/fts.py; its own table goes to build/bench/fts-results.txt).
+  5. partial fetch of a 30 MB attachment in a 40 MB message, stock
+     against fts_lmdb: 64 KiB BODY/BINARY slices and BINARY.SIZE on fresh
+     connections, server CPU of slicing the whole attachment, size of the
+     part maps (bench/partial.py; its table goes to
+     build/bench/partial-results.txt).
 
 Results are printed and written to build/bench/results.txt. Nothing here is
 a pass/fail test: machines are noisy, so compare the ratios.
@@ -142,8 +147,12 @@ def main():
     parser.add_argument("--fts-args", default="--sizes full",
                         help="arguments for bench/fts.py, e.g. "
                              "'--sizes full,100000 --skip xapian@100000'")
+    parser.add_argument("--partial-args", default="",
+                        help="arguments for bench/partial.py, e.g. "
+                             "'--repeat 15 --attachment-mb 30'")
     parser.add_argument("--only",
-                        choices=["access_rules", "leave_on_server", "fts"])
+                        choices=["access_rules", "leave_on_server", "fts",
+                                 "partial"])
     args = parser.parse_args()
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +185,14 @@ def main():
         report("## fts: stock vs fts-lucene vs fts-xapian vs fts_lmdb (bench/fts.py)")
         out = subprocess.run([sys.executable, str(REPO / "bench" / "fts.py"),
                               *shlex.split(args.fts_args)],
+                             stdout=subprocess.PIPE, text=True, check=True).stdout
+        for line in out.splitlines():
+            report("  " + line)
+    if args.only in (None, "partial"):
+        report()
+        report("## fts_lmdb partial fetch: stock vs fts_lmdb (bench/partial.py)")
+        out = subprocess.run([sys.executable, str(REPO / "bench" / "partial.py"),
+                              *shlex.split(args.partial_args)],
                              stdout=subprocess.PIPE, text=True, check=True).stdout
         for line in out.splitlines():
             report("  " + line)

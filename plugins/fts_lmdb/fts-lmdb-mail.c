@@ -192,6 +192,28 @@ fts_lmdb_mail_part_map(struct fts_lmdb_mail *fmail, struct mail *mail,
 	return pmap;
 }
 
+/* Dovecot answers BINARY.SIZE of a part by converting the whole message
+   (failing if any part fails) and summing over the converted parts that
+   start within the part's virtual size counted from its physical start:
+   for mail stored with LF that range reaches past the part. The decoded
+   size is its answer only when the conversion succeeds and no other
+   converted part starts in that range; otherwise its path answers. */
+static bool fts_lmdb_mail_size_is_stocks(struct fts_lmdb_mail *fmail,
+					 const struct message_part *part)
+{
+	const uoff_t *pos;
+	uoff_t end = part->physical_pos + part->header_size.virtual_size +
+		part->body_size.virtual_size;
+
+	if (!fmail->map.converts_cleanly)
+		return FALSE;
+	array_foreach(&fmail->map.converted_pos, pos) {
+		if (*pos > part->physical_pos && *pos < end)
+			return FALSE;
+	}
+	return TRUE;
+}
+
 static int
 fts_lmdb_mail_get_binary_stream(struct mail *_mail,
 				const struct message_part *part,
@@ -206,6 +228,15 @@ fts_lmdb_mail_get_binary_stream(struct mail *_mail,
 
 	pmap = include_hdr ? NULL : fts_lmdb_mail_part_map(fmail, _mail, part);
 	if (pmap == NULL) {
+		return fmail->module_ctx.super.get_binary_stream(_mail, part,
+			include_hdr, size_r, lines_r, binary_r, stream_r);
+	}
+	if (stream_r == NULL && !fts_lmdb_mail_size_is_stocks(fmail, part)) {
+		e_debug(fmail->backend->event, "partial size fallback: "
+			"Mailbox %s UID %u part at %"PRIuUOFF_T": Dovecot's "
+			"size sums over the whole message's conversion",
+			mailbox_get_vname(_mail->box), _mail->uid,
+			part->physical_pos);
 		return fmail->module_ctx.super.get_binary_stream(_mail, part,
 			include_hdr, size_r, lines_r, binary_r, stream_r);
 	}

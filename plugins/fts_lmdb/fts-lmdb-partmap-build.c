@@ -81,11 +81,16 @@ static int fts_lmdb_partmap_add(struct fts_lmdb_mail_map *map, pool_t pool,
 	case MESSAGE_CTE_QP:
 		pmap.cte = FTS_LMDB_PARTMAP_QP;
 		break;
+	case MESSAGE_CTE_UNKNOWN:
+		/* an error, which Dovecot's own path reports */
+		map->converts_cleanly = FALSE;
+		/* fall through */
 	default:
-		/* nothing decoded, or an unknown encoding (an error, which
-		   Dovecot's own path reports) */
 		return input->stream_errno != 0 ? -1 : 0;
 	}
+	array_push_back(&map->converted_pos, &part->physical_pos);
+	if (part->children != NULL || part->body_size.physical_size == 0)
+		return 0;
 	pmap.physical_pos = part->physical_pos;
 	pmap.header_size = part->header_size.physical_size;
 	pmap.body_size = part->body_size.physical_size;
@@ -99,6 +104,7 @@ static int fts_lmdb_partmap_add(struct fts_lmdb_mail_map *map, pool_t pool,
 		ret = 1;
 	if (ret != 0) {
 		/* invalid encoding: no map, Dovecot's path gives its error */
+		map->converts_cleanly = FALSE;
 		return ret < 0 ? -1 : 0;
 	}
 	pmap.decoded_size = decoded_size;
@@ -110,15 +116,15 @@ static int fts_lmdb_partmap_walk(struct fts_lmdb_mail_map *map, pool_t pool,
 				 struct istream *input,
 				 const struct message_part *part)
 {
+	/* every part's header, as Dovecot's whole-message conversion
+	   reads them */
 	for (; part != NULL; part = part->next) {
-		if (part->children != NULL) {
-			if (fts_lmdb_partmap_walk(map, pool, input,
-						  part->children) < 0)
-				return -1;
-		} else if (part->body_size.physical_size > 0) {
-			if (fts_lmdb_partmap_add(map, pool, input, part) < 0)
-				return -1;
-		}
+		if (fts_lmdb_partmap_add(map, pool, input, part) < 0)
+			return -1;
+		if (part->children != NULL &&
+		    fts_lmdb_partmap_walk(map, pool, input,
+					  part->children) < 0)
+			return -1;
 	}
 	return 0;
 }
@@ -145,6 +151,7 @@ int fts_lmdb_partmap_build(struct mail *mail, buffer_t *dest,
 	fts_lmdb_mail_map_init(pool, &map);
 	map.physical_size = size;
 	map.guid = guid;
+	map.converts_cleanly = TRUE;
 	fts_lmdb_crlf_scan_init(&crlf, FTS_LMDB_PARTMAP_SPACING, &map.crlf);
 	/* a small message is read quickly anyway: no CRLF checkpoints */
 	if ((size >= FTS_LMDB_PARTMAP_SPACING &&

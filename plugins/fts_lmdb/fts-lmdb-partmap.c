@@ -266,6 +266,7 @@ void fts_lmdb_mail_map_init(pool_t pool, struct fts_lmdb_mail_map *map_r)
 	i_zero(map_r);
 	p_array_init(&map_r->crlf, pool, 4);
 	p_array_init(&map_r->parts, pool, 4);
+	p_array_init(&map_r->converted_pos, pool, 4);
 }
 
 static void
@@ -289,9 +290,18 @@ void fts_lmdb_mail_map_encode(const struct fts_lmdb_mail_map *map,
 			      buffer_t *dest)
 {
 	const struct fts_lmdb_part_map *part;
+	const uoff_t *pos;
 	size_t guid_len = strlen(map->guid);
+	uoff_t prev = 0;
 
 	buffer_append_c(dest, FTS_LMDB_PARTMAP_VERSION);
+	buffer_append_c(dest, map->converts_cleanly ? 1 : 0);
+	numpack_encode(dest, array_count(&map->converted_pos));
+	array_foreach(&map->converted_pos, pos) {
+		i_assert(*pos >= prev);
+		numpack_encode(dest, *pos - prev);
+		prev = *pos;
+	}
 	numpack_encode(dest, map->physical_size);
 	numpack_encode(dest, guid_len);
 	buffer_append(dest, map->guid, guid_len);
@@ -341,14 +351,26 @@ int fts_lmdb_mail_map_decode(pool_t pool, const void *data, size_t size,
 {
 	const uint8_t *p = data, *end = p + size;
 	struct fts_lmdb_part_map *part;
-	uint64_t guid_len, count, i, value[4];
-	uoff_t prev_end = 0;
+	uint64_t guid_len, count, i, value[4], delta;
+	uoff_t prev_end = 0, pos = 0;
 	unsigned int j;
 
 	i_zero(map_r);
 	*error_r = "damaged part map";
-	if (size == 0 || *p++ != FTS_LMDB_PARTMAP_VERSION)
+	if (size < 2 || *p++ != FTS_LMDB_PARTMAP_VERSION || *p > 1)
 		return -1;
+	map_r->converts_cleanly = *p++ == 1;
+	if (numpack_decode(&p, end, &count) < 0 ||
+	    count > (uint64_t)(end - p))
+		return -1;
+	p_array_init(&map_r->converted_pos, pool, count + 1);
+	for (i = 0; i < count; i++) {
+		if (numpack_decode(&p, end, &delta) < 0 ||
+		    delta > UOFF_T_MAX - pos)
+			return -1;
+		pos += delta;
+		array_push_back(&map_r->converted_pos, &pos);
+	}
 	if (numpack_decode(&p, end, &value[0]) < 0 ||
 	    numpack_decode(&p, end, &guid_len) < 0 ||
 	    guid_len > (uint64_t)(end - p))

@@ -44,6 +44,11 @@ struct fts_lmdb_mail_map {
 	const char *guid;
 	/* encoded = physical offset, decoded = virtual (CRLF) offset */
 	ARRAY_TYPE(fts_lmdb_checkpoint) crlf;
+	/* Dovecot's BINARY.SIZE converts the whole message and sums over
+	   every part with a base64 or quoted-printable header: this says
+	   whether that conversion succeeds, and where those parts start */
+	bool converts_cleanly;
+	ARRAY(uoff_t) converted_pos;
 	ARRAY(struct fts_lmdb_part_map) parts;
 };
 
