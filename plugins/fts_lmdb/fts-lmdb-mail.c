@@ -307,12 +307,14 @@ static bool fts_lmdb_section_start(struct mail *mail, const char *section,
 	struct message_part *parts;
 	const struct message_part *part;
 
-	if (mail_get_parts(mail, &parts) < 0)
-		return FALSE;
 	if (section[0] == '\0') {
+		/* the whole message: no need for the part tree, which may
+		   not be cached */
 		*physical_start_r = 0;
 		return TRUE;
 	}
+	if (mail_get_parts(mail, &parts) < 0)
+		return FALSE;
 	part = i_isdigit(section[0]) ?
 		fts_lmdb_section_part(parts, &section) : parts;
 	if (part == NULL)
