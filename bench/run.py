@@ -180,22 +180,21 @@ def main():
         bench_leave_on_server.bench(
             [int(n) for n in args.pop3_sizes.split(",")], args.pop3_rounds,
             report)
+    def run_script(title, script, script_args):
+        report()
+        report(title)
+        out = subprocess.run([sys.executable, str(REPO / "bench" / script),
+                              *shlex.split(script_args)],
+                             stdout=subprocess.PIPE, text=True, check=True).stdout
+        for line in out.splitlines():
+            report("  " + line)
+
     if args.only in (None, "fts"):
-        report()
-        report("## fts: stock vs fts-lucene vs fts-xapian vs fts_lmdb (bench/fts.py)")
-        out = subprocess.run([sys.executable, str(REPO / "bench" / "fts.py"),
-                              *shlex.split(args.fts_args)],
-                             stdout=subprocess.PIPE, text=True, check=True).stdout
-        for line in out.splitlines():
-            report("  " + line)
+        run_script("## fts: stock vs fts-lucene vs fts-xapian vs fts_lmdb (bench/fts.py)",
+                   "fts.py", args.fts_args)
     if args.only in (None, "partial"):
-        report()
-        report("## fts_lmdb partial fetch: stock vs fts_lmdb (bench/partial.py)")
-        out = subprocess.run([sys.executable, str(REPO / "bench" / "partial.py"),
-                              *shlex.split(args.partial_args)],
-                             stdout=subprocess.PIPE, text=True, check=True).stdout
-        for line in out.splitlines():
-            report("  " + line)
+        run_script("## fts_lmdb partial fetch: stock vs fts_lmdb (bench/partial.py)",
+                   "partial.py", args.partial_args)
     OUT.write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {OUT.relative_to(REPO)}")
 

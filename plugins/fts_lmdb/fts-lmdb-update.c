@@ -243,12 +243,13 @@ static int fts_lmdb_flush_expunged(struct fts_lmdb_update_context *ctx,
 {
 	struct fts_lmdb_posting_header hdr;
 	const struct seq_range *range;
-	buffer_t *key, *value;
+	buffer_t *key, *value, *parts_key;
 	uint32_t uid;
 
 	if (array_count(&ctx->expunged) == 0)
 		return 0;
 	key = t_buffer_create(8);
+	parts_key = t_buffer_create(8);
 	value = t_buffer_create(256);
 	fts_lmdb_token_key(key, rec->box_id, FTS_LMDB_KEY_EXPUNGED,
 			   strlen(FTS_LMDB_KEY_EXPUNGED));
@@ -256,31 +257,25 @@ static int fts_lmdb_flush_expunged(struct fts_lmdb_update_context *ctx,
 				  error_r) < 0)
 		return -1;
 	array_foreach(&ctx->expunged, range) {
-		for (uid = range->seq1; uid <= range->seq2; uid++) {
-			/* only what was indexed; the rest never will be */
-			if (uid <= hdr.last_uid || uid > rec->last_uid)
+		/* only what was indexed; the rest never will be */
+		for (uid = range->seq1; uid <= range->seq2 &&
+		     uid <= rec->last_uid; uid++) {
+			/* part maps go at once: nothing filters them at
+			   fetch time */
+			fts_lmdb_parts_key(parts_key, rec->box_id, uid);
+			if (fts_lmdb_db_del(ctx->backend->db,
+					    FTS_LMDB_DBI_PARTS, parts_key->data,
+					    parts_key->used, error_r) < 0)
+				return -1;
+			if (uid <= hdr.last_uid)
 				continue;
 			fts_lmdb_postings_append(value, &hdr, uid, 0);
 			rec->expunged_count++;
 		}
 	}
-	if (fts_lmdb_db_put(ctx->backend->db, FTS_LMDB_DBI_TOKENS,
-			    key->data, key->used, value->data, value->used,
-			    error_r) < 0)
-		return -1;
-	/* part maps go at once: nothing filters them at fetch time */
-	array_foreach(&ctx->expunged, range) {
-		for (uid = range->seq1; uid <= range->seq2; uid++) {
-			if (uid > rec->last_uid)
-				break;
-			fts_lmdb_parts_key(key, rec->box_id, uid);
-			if (fts_lmdb_db_del(ctx->backend->db,
-					    FTS_LMDB_DBI_PARTS, key->data,
-					    key->used, error_r) < 0)
-				return -1;
-		}
-	}
-	return 0;
+	return fts_lmdb_db_put(ctx->backend->db, FTS_LMDB_DBI_TOKENS,
+			       key->data, key->used, value->data, value->used,
+			       error_r);
 }
 
 static int fts_lmdb_flush_maps(struct fts_lmdb_update_context *ctx,
