@@ -20,18 +20,30 @@ DESTDIR ?=
 CFLAGS ?= -O2 -g
 WARNINGS = -Wall -Wextra -Werror -Wmissing-prototypes -Wmissing-declarations \
 	-Wpointer-arith -Wchar-subscripts -Wformat=2 -Wbad-function-cast
-ALL_CFLAGS = -std=gnu99 $(WARNINGS) -DHAVE_CONFIG_H -fPIC \
+# -fvisibility=hidden: see include/plugin-export.h
+ALL_CFLAGS = -std=gnu99 $(WARNINGS) -DHAVE_CONFIG_H -fPIC -fvisibility=hidden \
 	$(DOVECOT_INCLUDE) -Iinclude $(CFLAGS)
 LIBDOVECOT = -L$(DOVECOT_LIBDIR) -Wl,-rpath,$(DOVECOT_LIBDIR) -ldovecot
 LIBDOVECOT_STORAGE = -L$(DOVECOT_LIBDIR) -Wl,-rpath,$(DOVECOT_LIBDIR) \
 	-ldovecot-storage -ldovecot
 
+BUILD = build
+
+# make test SANITIZE=1: everything built with ASan and UBSan into its own
+# directory, and the whole suite run against it. Dovecot's own binaries
+# aren't instrumented, so its processes preload the ASan runtime.
 ifeq ($(SANITIZE),1)
 ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=address,undefined
+BUILD = build/asan
+SANITIZER_ENV = PLUGIN_BUILD_DIR=$(BUILD) \
+	SANITIZER_PRELOAD=$(shell $(CC) -print-file-name=libasan.so) \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# The unit tests are where leaks are checked (see valgrind below).
+UNIT_TEST_ENV = ASAN_OPTIONS=detect_leaks=1 $(SANITIZER_ENV)
+INTEGRATION_TEST_ENV = ASAN_OPTIONS=detect_leaks=0 $(SANITIZER_ENV)
 endif
 
-BUILD = build
 OBJ = $(BUILD)/obj
 
 # The rules core has no storage dependencies: the plugin, the
@@ -90,18 +102,18 @@ PLUGINS = $(BUILD)/lib10_access_rules_plugin.so \
 TOOLS = $(BUILD)/access-rules $(BUILD)/leave-on-server
 UNIT_TESTS = $(BUILD)/test-access-rules $(BUILD)/test-leave-on-server \
 	$(BUILD)/test-fts-lmdb
-BENCHES = $(BUILD)/bench-access-rules
+BENCHES = $(BUILD)/bench-access-rules $(BUILD)/bench-noop/lib10_bench_noop_plugin.so
 
 objs = $(patsubst %.c,$(OBJ)/%.o,$(1))
 
 # Debian 12 packages the build, the tests and the demo need.
 DEB_PACKAGES = dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
 	dovecot-dev liblmdb-dev libssl-dev python3-pytest curl openssl \
-	make gcc fetchmail getmail6 \
+	make gcc fetchmail getmail6 valgrind \
 	dovecot-lucene dovecot-fts-xapian
 
-.PHONY: all install test unit-test integration-test bench demo clean deps \
-	deps-if-missing
+.PHONY: all install test unit-test integration-test valgrind bench demo clean \
+	deps deps-if-missing
 
 all: deps-if-missing
 	@$(MAKE) --no-print-directory build-all
@@ -140,6 +152,11 @@ $(BUILD)/test-fts-lmdb: $(call objs,tests/unit/test-fts-lmdb.c $(FTS_LMDB_CORE))
 $(BUILD)/bench-access-rules: $(call objs,bench/bench-access-rules.c $(ACCESS_RULES_CORE))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBDOVECOT)
 
+# its own directory: the instances of the other sides must not see it
+$(BUILD)/bench-noop/lib10_bench_noop_plugin.so: $(call objs,bench/noop-plugin.c)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -o $@ $^
+
 install: all
 	install -d $(DESTDIR)$(moduledir) $(DESTDIR)$(bindir)
 	install -m 0644 $(PLUGINS) $(DESTDIR)$(moduledir)/
@@ -168,10 +185,19 @@ test: all
 	@$(MAKE) --no-print-directory unit-test integration-test
 
 unit-test: $(UNIT_TESTS)
-	@for t in $(UNIT_TESTS); do echo "== $$t"; ./$$t || exit 1; done
+	@for t in $(UNIT_TESTS); do echo "== $$t"; $(UNIT_TEST_ENV) ./$$t || exit 1; done
 
 integration-test:
-	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests/integration
+	$(INTEGRATION_TEST_ENV) $(PYTHON) -m pytest -q $(PYTEST_ARGS) tests/integration
+
+# The unit tests under valgrind: no leak and no invalid access, except
+# what tests/valgrind.supp excuses in Dovecot's own library.
+VALGRIND = valgrind --quiet --error-exitcode=1 --leak-check=full \
+	--show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
+	--suppressions=tests/valgrind.supp
+valgrind: all
+	@$(MAKE) --no-print-directory $(UNIT_TESTS)
+	@for t in $(UNIT_TESTS); do echo "== valgrind $$t"; $(VALGRIND) ./$$t || exit 1; done
 
 bench: all
 	@$(MAKE) --no-print-directory $(BENCHES)
@@ -182,3 +208,4 @@ demo: all
 
 clean:
 	rm -rf $(BUILD)
+include tests/fuzz/fuzz.mk

@@ -79,9 +79,20 @@ def percentile(values, pct):
     return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
 
 
-def start_plugged(rule_count, compiled, other_plugins=""):
+# Dovecot's default starts a new imap process for every login; a busy
+# server often lets one process serve login after login instead.
+REUSE_CONF = """service imap {
+  service_count = 0
+  process_min_avail = 1
+}
+"""
+NOOP_DIR = REPO / "build" / "bench-noop"
+
+
+def start_plugged(rule_count, compiled, other_plugins="", extra_conf=""):
     dc = DovecotInstance(mail_plugins=f"{other_plugins} access_rules".strip(),
-                         users=["alice", "mallory"]).start()
+                         users=["alice", "mallory"],
+                         extra_conf=extra_conf).start()
     path = dc.write_file("rules.conf", rules_file(rule_count))
     if compiled:
         subprocess.run([str(REPO / "build" / "access-rules"), "compile", path],
@@ -102,19 +113,32 @@ def start_plugged(rule_count, compiled, other_plugins=""):
 
 def bench_login_select(rounds, report):
     # (name, baseline it is compared with)
-    plan = [("stock", None), ("rules 3 text", "stock"),
+    plan = [("stock", None), ("no-op module", "stock"),
+            ("rules 3 text", "stock"), ("rules 3 text", "no-op module"),
             ("rules 100 text", "stock"),
             ("rules 10k text", "stock"), ("rules 10k compiled", "stock"),
-            ("quota", None), ("quota + rules 10k compiled", "quota")]
-    sides = {"stock": DovecotInstance(users=["alice"]).start()}
+            ("quota", None), ("quota + rules 10k compiled", "quota"),
+            ("reused: stock", None), ("reused: rules 3 text", "reused: stock"),
+            ("reused: rules 10k compiled", "reused: stock")]
+    # every side has the same users, so that only the plugin differs
+    sides = {"stock": DovecotInstance(users=["alice", "mallory"]).start()}
     try:
+        sides["no-op module"] = DovecotInstance(
+            plugin_dir=NOOP_DIR, mail_plugins="bench_noop",
+            users=["alice", "mallory"]).start()
         sides["rules 3 text"] = start_plugged(3, False)
         sides["rules 100 text"] = start_plugged(100, False)
         sides["rules 10k text"] = start_plugged(10000, False)
         sides["rules 10k compiled"] = start_plugged(10000, True)
         sides["quota"] = DovecotInstance(mail_plugins="quota",
-                                         users=["alice"]).start()
+                                         users=["alice", "mallory"]).start()
         sides["quota + rules 10k compiled"] = start_plugged(10000, True, "quota")
+        sides["reused: stock"] = DovecotInstance(
+            users=["alice", "mallory"], extra_conf=REUSE_CONF).start()
+        sides["reused: rules 3 text"] = start_plugged(
+            3, False, extra_conf=REUSE_CONF)
+        sides["reused: rules 10k compiled"] = start_plugged(
+            10000, True, extra_conf=REUSE_CONF)
         for dc in sides.values():
             for _ in range(20):  # warm up caches and the process pools
                 login_select(dc.imap_port)
@@ -133,6 +157,8 @@ def bench_login_select(rounds, report):
                 f"   vs {baseline}: {(med[name] / med[baseline] - 1) * 100:+.1f}%"
             report(f"  {name:<27} median {med[name]:7.3f} ms   "
                    f"p95 {p95[name]:7.3f} ms{ratio}")
+        report("  (reused: one imap process serves login after login, "
+               "service_count = 0)")
     finally:
         for dc in sides.values():
             dc.stop()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
-from dovecot_instance import DovecotInstance, _live_instances, make_message  # noqa: E402
+from dovecot_instance import BUILD_DIR, DovecotInstance, _live_instances, make_message  # noqa: E402
 
 OFFICE = "127.0.0.1"
 OUTSIDE = "127.0.2.7"
@@ -188,7 +188,7 @@ def main():
     show("one new message; the phone's STAT", "+OK %d messages, %d bytes "
          "(new-only view)" % pop.stat())
     pop.quit()
-    cmd = [str(REPO / "build" / "leave-on-server"), "-c", str(dc.config_path),
+    cmd = [str(BUILD_DIR / "leave-on-server"), "-c", str(dc.config_path),
            "list", "-u", "alice"]
     print("  $ leave-on-server list -u alice")
     for line in subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines():
@@ -221,7 +221,7 @@ def main():
             print(f"  {m.group(1)}: {m.group(2)}")
 
     step("The access-rules tool gives the same answer offline")
-    cmd = [str(REPO / "build" / "access-rules"), "test", rules,
+    cmd = [str(BUILD_DIR / "access-rules"), "test", rules,
            "--user", "alice", "--protocol", "pop3", "--ip", OUTSIDE]
     print("  $ access-rules test <rules> --user alice --protocol pop3 --ip " + OUTSIDE)
     print("  " + subprocess.run(cmd, capture_output=True, text=True).stdout.strip())

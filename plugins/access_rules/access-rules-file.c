@@ -990,10 +990,13 @@ int access_rules_load(const char *path, enum access_rules_load_flags flags,
 void access_rules_free(struct access_rules **_rules)
 {
 	struct access_rules *rules = *_rules;
+	struct access_rule_set *set;
 
 	if (rules == NULL)
 		return;
 	*_rules = NULL;
+	array_foreach_elem(&rules->sets, set)
+		access_rules_index_free(&set->index);
 	access_rules_compiled_close(&rules->compiled);
 	pool_unref(&rules->pool);
 }

@@ -179,6 +179,18 @@ access_rules_index_add_key(void *context, enum access_rules_key_type type,
 	}
 }
 
+void access_rules_index_free(struct access_rules_index **_index)
+{
+	struct access_rules_index *index = *_index;
+	unsigned int i;
+
+	if (index == NULL)
+		return;
+	*_index = NULL;
+	for (i = 0; i < N_ELEMENTS(index->keys); i++)
+		hash_table_destroy(&index->keys[i]);
+}
+
 struct access_rules_index *
 access_rules_index_build(pool_t pool, const struct access_rule_set *set)
 {

@@ -1,11 +1,13 @@
 #ifndef ACCESS_RULES_PLUGIN_H
 #define ACCESS_RULES_PLUGIN_H
 
+#include "plugin-export.h"
+
 struct module;
 
-extern const char *access_rules_plugin_version;
+extern PLUGIN_EXPORT const char *access_rules_plugin_version;
 
-void access_rules_plugin_init(struct module *module);
-void access_rules_plugin_deinit(void);
+PLUGIN_EXPORT void access_rules_plugin_init(struct module *module);
+PLUGIN_EXPORT void access_rules_plugin_deinit(void);
 
 #endif

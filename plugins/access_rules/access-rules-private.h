@@ -138,6 +138,9 @@ void access_rules_rule_keys(const struct access_rule *rule,
 bool access_rules_ip_bit(const struct ip_addr *ip, unsigned int bit);
 struct access_rules_index *
 access_rules_index_build(pool_t pool, const struct access_rule_set *set);
+/* The hash tables live outside the pool, so the pool's owner calls this
+   before it frees the pool. */
+void access_rules_index_free(struct access_rules_index **index);
 /* Returns the first rule that matches the session, or NULL. */
 const struct access_rule *
 access_rules_index_lookup(const struct access_rules_index *index,

@@ -410,8 +410,9 @@ static void fts_lmdb_mail_free(struct mail *_mail)
 	struct mail_private *mail = (struct mail_private *)_mail;
 	struct fts_lmdb_mail *fmail = FTS_LMDB_MAIL_CONTEXT(mail);
 
-	fmail->module_ctx.super.free(_mail);
+	/* fmail lives in the mail's pool, which super.free() frees */
 	pool_unref(&fmail->map_pool);
+	fmail->module_ctx.super.free(_mail);
 }
 
 void fts_lmdb_mail_allocated(struct mail *_mail)

@@ -1,13 +1,15 @@
 #ifndef FTS_LMDB_PLUGIN_H
 #define FTS_LMDB_PLUGIN_H
 
+#include "plugin-export.h"
+
 struct module;
 
-extern const char *fts_lmdb_plugin_version;
-extern const char *fts_lmdb_plugin_dependencies[];
+extern PLUGIN_EXPORT const char *fts_lmdb_plugin_version;
+extern PLUGIN_EXPORT const char *fts_lmdb_plugin_dependencies[];
 extern struct event_category event_category_fts_lmdb;
 
-void fts_lmdb_plugin_init(struct module *module);
-void fts_lmdb_plugin_deinit(void);
+PLUGIN_EXPORT void fts_lmdb_plugin_init(struct module *module);
+PLUGIN_EXPORT void fts_lmdb_plugin_deinit(void);
 
 #endif

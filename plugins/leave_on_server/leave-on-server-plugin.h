@@ -1,12 +1,14 @@
 #ifndef LEAVE_ON_SERVER_PLUGIN_H
 #define LEAVE_ON_SERVER_PLUGIN_H
 
+#include "plugin-export.h"
+
 struct module;
 
-extern const char *leave_on_server_plugin_version;
+extern PLUGIN_EXPORT const char *leave_on_server_plugin_version;
 
-void leave_on_server_plugin_init(struct module *module);
-void leave_on_server_plugin_deinit(void);
+PLUGIN_EXPORT void leave_on_server_plugin_init(struct module *module);
+PLUGIN_EXPORT void leave_on_server_plugin_deinit(void);
 
 void leave_on_server_pop3_init(void);
 void leave_on_server_pop3_deinit(void);

@@ -28,14 +28,14 @@ from typing import Iterable, Optional
 
 import pytest
 
-from dovecot_instance import REPO_ROOT, DovecotInstance, make_message
+from dovecot_instance import BUILD_DIR as PLUGIN_BUILD_DIR, DovecotInstance, make_message
 
 # imaplib (3.11) doesn't know RFC 2971 ID; allow it in every state.
 imaplib.Commands.setdefault("ID", ("NONAUTH", "AUTH", "SELECTED", "LOGOUT"))
 
 # ACCESS_RULES_BUILD_DIR lets the suite run against another build of the
 # plugin and tool (default: <repo>/build, what `make` produces).
-BUILD_DIR = Path(os.environ.get("ACCESS_RULES_BUILD_DIR", REPO_ROOT / "build"))
+BUILD_DIR = Path(os.environ.get("ACCESS_RULES_BUILD_DIR", PLUGIN_BUILD_DIR))
 TOOL = BUILD_DIR / "access-rules"
 PASSWORD = "secret"
 

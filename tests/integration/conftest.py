@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dovecot_instance import DovecotInstance  # noqa: E402
+from dovecot_instance import BUILD_DIR, DovecotInstance  # noqa: E402
 
 
 def pytest_configure(config):
@@ -46,7 +46,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def build_dir(repo_root) -> Path:
     """<repo>/build, which must already hold the built plugins."""
-    build = repo_root / "build"
+    build = BUILD_DIR
     if not any(build.glob("*.so")):
         pytest.fail(f"no plugin .so files in {build}; build first "
                     "(`make`, or run the tests via `make test`)", pytrace=False)
@@ -64,7 +64,7 @@ def dovecot(request, repo_root):
     instances: list[DovecotInstance] = []
 
     def start(**kwargs) -> DovecotInstance:
-        kwargs.setdefault("plugin_dir", repo_root / "build")
+        kwargs.setdefault("plugin_dir", BUILD_DIR)
         inst = DovecotInstance(**kwargs)
         instances.append(inst)
         return inst.start()

@@ -36,7 +36,13 @@ from pathlib import Path
 from typing import Iterable, Mapping, Optional, Union
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_PLUGIN_DIR = REPO_ROOT / "build"
+# `make test SANITIZE=1` builds into build/asan and says so here.
+BUILD_DIR = Path(os.environ.get("PLUGIN_BUILD_DIR") or REPO_ROOT / "build")
+DEFAULT_PLUGIN_DIR = BUILD_DIR
+# The sanitizer runtime the plugins were built with. Dovecot's binaries
+# aren't instrumented, and ASan must be the first library of a process
+# to load an instrumented module, so every Dovecot process preloads it.
+SANITIZER_PRELOAD = os.environ.get("SANITIZER_PRELOAD", "")
 DOVECOT_CONFIG = Path("/usr/lib/dovecot/dovecot-config")
 DEFAULT_PASSWORD = "secret"
 DEFAULT_USERS = ("alice", "bob", "carol")
@@ -49,6 +55,10 @@ UserSpec = Union[str, Mapping[str, object]]
 
 class DovecotStartError(RuntimeError):
     """Dovecot did not come up; the message carries its stderr and log tail."""
+
+
+class SanitizerError(AssertionError):
+    """A sanitized plugin reported an error; the message holds the reports."""
 
 
 def dovecot_module_dir() -> Path:
@@ -335,11 +345,13 @@ class DovecotInstance:
             parent = "/tmp"
         self.dir = Path(tempfile.mkdtemp(prefix="dovecot-test-", dir=parent)).resolve()
         os.chmod(self.dir, 0o755)
-        for sub in ("run", "state", "home", "modules"):
+        for sub in ("run", "state", "home", "modules", "sanitizer"):
             self._path(sub).mkdir(mode=0o755)
         # mkdir's mode is filtered by the umask; be explicit.
         for sub in ("run", "state", "home", "modules"):
             os.chmod(self._path(sub), 0o755)
+        # Any mail process, whatever its uid, may have to write a report.
+        os.chmod(self._path("sanitizer"), 0o1777)
 
     def _make_homes(self, uid: int, gid: int) -> None:
         for u in self.users:
@@ -509,7 +521,46 @@ plugin {{
 {plugin_lines}}}
 
 {self.extra_conf}
-"""
+{self._sanitizer_conf()}"""
+
+    # ----------------------------------------------------------- sanitizers
+
+    @property
+    def sanitizer_dir(self) -> Path:
+        return self._path("sanitizer")
+
+    def sanitizer_env(self) -> dict:
+        """What a sanitized plugin needs in any process that loads it."""
+        if not SANITIZER_PRELOAD:
+            return {}
+        log = self.sanitizer_dir / "report"
+        # Leaks are left to valgrind on the unit tests: in a mail process
+        # LeakSanitizer would mostly report Dovecot's own exit-time memory.
+        return {"LD_PRELOAD": SANITIZER_PRELOAD,
+                "ASAN_OPTIONS": f"detect_leaks=0:abort_on_error=1:log_path={log}",
+                "UBSAN_OPTIONS": f"print_stacktrace=1:log_path={log}"}
+
+    def _sanitizer_conf(self) -> str:
+        env = self.sanitizer_env()
+        if not env:
+            return ""
+        pairs = " ".join(f"{k}={v}" for k, v in env.items())
+        # ASan reserves terabytes of address space for its shadow memory,
+        # which no vsz_limit leaves room for.
+        return ("import_environment = TZ CORE_OUTOFMEM CORE_ERROR LISTEN_PID "
+                f"LISTEN_FDS {pairs}\ndefault_vsz_limit = 0\n")
+
+    def _disable_vsz_limits(self, text: str) -> str:
+        if not SANITIZER_PRELOAD:
+            return text
+        return re.sub(r"(?m)^(\s*vsz_limit\s*=\s*)\S+", r"\g<1>0", text)
+
+    def sanitizer_reports(self) -> list[str]:
+        """Texts of every ASan/UBSan report a process of this instance wrote."""
+        if self.dir is None or not self.sanitizer_dir.is_dir():
+            return []
+        return [p.read_text(errors="replace")
+                for p in sorted(self.sanitizer_dir.iterdir())]
 
     # ----------------------------------------------------------- lifecycle
 
@@ -545,7 +596,8 @@ plugin {{
         self._check_mail_plugins()
         self._make_homes(uid, gid)
         self._write_passwd(uid, gid)
-        self.config_path.write_text(self._render_config())
+        self.config_path.write_text(
+            self._disable_vsz_limits(self._render_config()))
 
     def _spawn_and_wait(self) -> None:
         stderr_path = self._path("dovecot.stderr")
@@ -630,15 +682,22 @@ plugin {{
             time.sleep(0.05)
 
     def stop(self) -> None:
-        """Stop the server and delete its directory (kept if KEEP_DOVECOT=1)."""
+        """Stop the server and delete its directory (kept if KEEP_DOVECOT=1).
+
+        Raises SanitizerError if a process of the instance reported a
+        memory or undefined-behaviour error, so that no test passes over
+        one."""
         self._terminate()
         if self.dir is None:
             return
+        reports = self.sanitizer_reports()
         if os.environ.get("KEEP_DOVECOT") == "1":
             print(f"KEEP_DOVECOT=1: leaving {self.dir}")
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
         self.dir = None
+        if reports:
+            raise SanitizerError("\n".join(reports))
 
     @property
     def running(self) -> bool:
@@ -661,7 +720,13 @@ plugin {{
                 timeout: float = 30) -> subprocess.CompletedProcess:
         return subprocess.run(["doveadm", "-c", str(self.config_path), *args],
                               capture_output=True, text=True, check=check,
-                              input=input, timeout=timeout)
+                              input=input, timeout=timeout, env=self.env())
+
+    def env(self) -> dict:
+        """The environment for a Dovecot program run beside the instance
+        (doveadm, the plugins' tools): the caller's, plus what sanitized
+        plugins need."""
+        return {**os.environ, **self.sanitizer_env()}
 
     def reload(self) -> None:
         """Apply changed attributes (plugin_settings, mail_plugins, users,

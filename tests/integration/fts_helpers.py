@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from dovecot_instance import (DEFAULT_PASSWORD, REPO_ROOT, DovecotInstance,
+from dovecot_instance import (BUILD_DIR, DEFAULT_PASSWORD, REPO_ROOT, DovecotInstance,
                               dovecot_module_dir)
 
 # ------------------------------------------------------------ backends
@@ -97,7 +97,7 @@ def backend_available(backend: str, plugin_dir: Optional[Path] = None) -> Option
         if not (dovecot_module_dir() / spec["module"]).exists():
             return f"{spec['module']} not installed"
     if "module_glob" in spec:
-        build = plugin_dir or REPO_ROOT / "build"
+        build = plugin_dir or BUILD_DIR
         if not any(build.glob(spec["module_glob"])):
             return f"not built (no build/{spec['module_glob']})"
     return None

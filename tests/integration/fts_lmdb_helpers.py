@@ -45,7 +45,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from dovecot_instance import DEFAULT_PASSWORD, REPO_ROOT, DovecotInstance  # noqa: E402
+from dovecot_instance import BUILD_DIR, DEFAULT_PASSWORD, REPO_ROOT, DovecotInstance  # noqa: E402
 from fts_helpers import (BACKENDS, COMMON_FTS_SETTINGS, SearchClient,  # noqa: E402
                          backend_available, diff_answers)
 
@@ -59,7 +59,7 @@ IS_LMDB = BACKEND == "lmdb"
 def require_plugin() -> None:
     """Fail (never skip) the calling test if the module isn't built."""
     if IS_LMDB:
-        if not (REPO_ROOT / "build" / LMDB_MODULE).exists():
+        if not (BUILD_DIR / LMDB_MODULE).exists():
             pytest.fail(f"build/{LMDB_MODULE} is not built (run `make`): "
                         "fts_lmdb can't be tested", pytrace=False)
     else:

@@ -35,11 +35,11 @@ from typing import Callable, Iterable, Mapping, Optional
 import pytest
 
 from access_rules_helpers import RawConn, wait_pid_gone
-from dovecot_instance import REPO_ROOT, DovecotInstance
+from dovecot_instance import BUILD_DIR as PLUGIN_BUILD_DIR, DovecotInstance
 
 # LEAVE_ON_SERVER_BUILD_DIR lets the suite run against another build of the
 # plugin and tool (default: <repo>/build, what `make` produces).
-BUILD_DIR = Path(os.environ.get("LEAVE_ON_SERVER_BUILD_DIR", REPO_ROOT / "build"))
+BUILD_DIR = Path(os.environ.get("LEAVE_ON_SERVER_BUILD_DIR", PLUGIN_BUILD_DIR))
 TOOL = BUILD_DIR / "leave-on-server"
 PLUGIN = BUILD_DIR / "lib20_leave_on_server_plugin.so"
 PASSWORD = "secret"

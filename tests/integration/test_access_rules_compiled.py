@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from dovecot_instance import REPO_ROOT
+from dovecot_instance import BUILD_DIR
 
-TOOL = REPO_ROOT / "build" / "access-rules"
+TOOL = BUILD_DIR / "access-rules"
 
 RULES = """\
 deny user mallory reason "mallory is locked out"

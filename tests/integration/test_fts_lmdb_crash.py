@@ -80,7 +80,8 @@ def test_kill_doveadm_index(dovecot):
             delay = rng.uniform(0.03, max(0.06, 0.5 * full))
             proc = subprocess.Popen(
                 ["doveadm", "-c", str(fts.config_path), "index", "-u", "alice", box],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                env=fts.env())
             time.sleep(delay)
             killed = proc.poll() is None and sigkill(proc.pid)
             proc.wait(60)
