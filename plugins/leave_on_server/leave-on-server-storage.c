@@ -223,6 +223,19 @@ static int leave_on_server_quit_update(struct leave_on_server_user *luser,
 	return 0;
 }
 
+static int leave_on_server_device_ensure(struct leave_on_server_user *luser,
+					 struct mailbox *box)
+{
+	if (luser->device != NULL)
+		return 0;
+	if (leave_on_server_device_open(luser, box) < 0) {
+		mail_storage_set_error(box->storage, MAIL_ERROR_TEMP,
+			"Couldn't read the POP3 device's state");
+		return -1;
+	}
+	return 0;
+}
+
 static int leave_on_server_mailbox_open(struct mailbox *box)
 {
 	struct leave_on_server_mailbox *lbox =
@@ -230,13 +243,28 @@ static int leave_on_server_mailbox_open(struct mailbox *box)
 
 	if (lbox->module_ctx.super.open(box) < 0)
 		return -1;
-	if (lbox->luser->device == NULL &&
-	    leave_on_server_device_open(lbox->luser, box) < 0) {
-		mail_storage_set_error(box->storage, MAIL_ERROR_TEMP,
-			"Couldn't read the POP3 device's state");
+	/* sdbox and mdbox open a mailbox they are creating (an account's
+	   first INBOX) before it has the GUID that attributes are stored
+	   under: create_box reads the state once it is done */
+	if (box->creating)
+		return 0;
+	return leave_on_server_device_ensure(lbox->luser, box);
+}
+
+static int
+leave_on_server_mailbox_create(struct mailbox *box,
+			       const struct mailbox_update *update,
+			       bool directory)
+{
+	struct leave_on_server_mailbox *lbox =
+		LEAVE_ON_SERVER_STORAGE_CONTEXT(box);
+
+	if (lbox->module_ctx.super.create_box(box, update, directory) < 0)
 		return -1;
-	}
-	return 0;
+	/* opened while it was being created: the open above skipped it */
+	if (!box->opened)
+		return 0;
+	return leave_on_server_device_ensure(lbox->luser, box);
 }
 
 /* The POP3 listing is the one search made before the session has its
@@ -399,6 +427,7 @@ void leave_on_server_mailbox_allocated(struct mailbox *box)
 	box->vlast = &lbox->module_ctx.super;
 	lbox->luser = luser;
 	v->open = leave_on_server_mailbox_open;
+	v->create_box = leave_on_server_mailbox_create;
 	v->search_init = leave_on_server_search_init;
 	v->search_next_nonblock = leave_on_server_search_next_nonblock;
 	v->search_deinit = leave_on_server_search_deinit;
