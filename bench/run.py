@@ -170,6 +170,9 @@ def main():
     parser.add_argument("--pop3-sizes", default="6000,100000",
                         help="kept messages for the leave_on_server bench")
     parser.add_argument("--pop3-rounds", type=int, default=30)
+    parser.add_argument("--pop3-deployments", default="default,tuned",
+                        help="default (Maildir, a process per session) "
+                             "and/or tuned (sdbox, reused processes)")
     parser.add_argument("--fts-args", default="--sizes full",
                         help="arguments for bench/fts.py, e.g. "
                              "'--sizes full,100000 --skip xapian@100000'")
@@ -205,7 +208,7 @@ def main():
         report("## leave_on_server: check for new mail (login, STAT, UIDL, QUIT)")
         bench_leave_on_server.bench(
             [int(n) for n in args.pop3_sizes.split(",")], args.pop3_rounds,
-            report)
+            report, args.pop3_deployments.split(","))
     def run_script(title, script, script_args):
         report()
         report(title)
