@@ -109,7 +109,7 @@ objs = $(patsubst %.c,$(OBJ)/%.o,$(1))
 # Debian 12 packages the build, the tests and the demo need.
 DEB_PACKAGES = dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
 	dovecot-dev liblmdb-dev libssl-dev python3-pytest curl openssl \
-	make gcc fetchmail getmail6 valgrind \
+	make gcc fetchmail getmail6 valgrind strace \
 	dovecot-lucene dovecot-fts-xapian
 
 .PHONY: all install test unit-test integration-test valgrind bench demo clean \

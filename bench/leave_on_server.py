@@ -33,7 +33,7 @@ from dovecot_instance import DovecotInstance, make_message
 
 PLUGIN_CONF = """
 maildir_very_dirty_syncs = yes
-mail_attribute_dict = file:%h/dovecot-attributes
+mail_attribute_dict = file:%h/dovecot-attributes:lock=fcntl
 protocol pop3 {
   mail_plugins = $mail_plugins leave_on_server
 }

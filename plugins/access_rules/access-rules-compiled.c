@@ -92,6 +92,8 @@ struct access_rules_compiled {
 	char *path;
 	const unsigned char *data;
 	size_t size;
+	/* the mapped file, to tell when it was replaced or cut short */
+	struct stat st;
 	const struct access_rules_compiled_header *hdr;
 	/* the lines parsed for the last evaluation */
 	pool_t eval_pool;
@@ -478,7 +480,9 @@ int access_rules_compiled_open(const char *path,
 		   sizeof(hdr->magic)) != 0 ||
 	    hdr->version != ACCESS_RULES_COMPILED_VERSION ||
 	    hdr->byte_order != 0x01020304 ||
-	    hdr->file_size != (uint64_t)st.st_size) {
+	    hdr->file_size != (uint64_t)st.st_size ||
+	    /* the sets have 64-bit fields; the writer aligns them */
+	    hdr->sets_offset % sizeof(uint64_t) != 0) {
 		*error_r = t_strdup_printf("%s: not a compiled rules file of "
 			"this version (or truncated): run access-rules compile",
 			cpath);
@@ -499,10 +503,24 @@ int access_rules_compiled_open(const char *path,
 	compiled->path = i_strdup(path);
 	compiled->data = data;
 	compiled->size = st.st_size;
+	compiled->st = st;
 	compiled->hdr = hdr;
 	compiled->eval_pool = pool_alloconly_create("access rules compiled", 1024);
 	*compiled_r = compiled;
 	return 1;
+}
+
+bool access_rules_compiled_unchanged(const struct access_rules_compiled *compiled)
+{
+	struct stat st;
+
+	if (stat(access_rules_compiled_path(compiled->path), &st) < 0)
+		return FALSE;
+	return st.st_ino == compiled->st.st_ino &&
+		st.st_dev == compiled->st.st_dev &&
+		st.st_size == compiled->st.st_size &&
+		st.st_mtim.tv_sec == compiled->st.st_mtim.tv_sec &&
+		st.st_mtim.tv_nsec == compiled->st.st_mtim.tv_nsec;
 }
 
 void access_rules_compiled_close(struct access_rules_compiled **_compiled)
@@ -620,12 +638,15 @@ access_rules_compiled_add_nets(struct access_rules_compiled_eval *ctx,
 	const struct access_rules_compiled_set *set = ctx->set;
 	const struct access_rules_compiled_net *nets;
 	struct access_rules_compiled_net want;
+	struct ip_addr ip4;
 	unsigned int bits, max_bits, i, left, right, mid;
 	bool present;
 	int cmp;
 
 	if (set->nets_count == 0 || ip->family == 0)
 		return 0;
+	if (net_ipv6_mapped_ipv4_convert(ip, &ip4) == 0)
+		ip = &ip4;
 	nets = access_rules_compiled_get(ctx->compiled, set->nets_offset,
 					 set->nets_count, sizeof(*nets));
 	if (nets == NULL) {

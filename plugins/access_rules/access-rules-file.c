@@ -1006,6 +1006,12 @@ bool access_rules_is_compiled(const struct access_rules *rules)
 	return rules->compiled != NULL;
 }
 
+bool access_rules_compiled_file_unchanged(const struct access_rules *rules)
+{
+	return rules->compiled == NULL ||
+		access_rules_compiled_unchanged(rules->compiled);
+}
+
 const char *access_rules_get_warning(const struct access_rules *rules)
 {
 	return rules->compiled_warning;

@@ -326,6 +326,8 @@ access_rules_index_lookup(const struct access_rules_index *index,
 		.session = session,
 	};
 	ARRAY_TYPE(access_rules_cursor) cursors;
+	const struct ip_addr *ip = &session->remote_ip;
+	struct ip_addr ip4;
 	uint32_t rule_index;
 	unsigned int i;
 
@@ -340,12 +342,12 @@ access_rules_index_lookup(const struct access_rules_index *index,
 					    index->keys[ACCESS_RULES_KEY_GROUP],
 					    session->groups[i]);
 	}
-	if (IPADDR_IS_V4(&session->remote_ip))
-		access_rules_cursor_add_trie(&cursors, index->trie_ip4,
-					     &session->remote_ip);
-	else if (IPADDR_IS_V6(&session->remote_ip))
-		access_rules_cursor_add_trie(&cursors, index->trie_ip6,
-					     &session->remote_ip);
+	if (net_ipv6_mapped_ipv4_convert(&session->remote_ip, &ip4) == 0)
+		ip = &ip4;
+	if (IPADDR_IS_V4(ip))
+		access_rules_cursor_add_trie(&cursors, index->trie_ip4, ip);
+	else if (IPADDR_IS_V6(ip))
+		access_rules_cursor_add_trie(&cursors, index->trie_ip6, ip);
 	access_rules_cursor_add_list(&cursors, &index->generic);
 
 	if (access_rules_cursors_first_match(&cursors, access_rules_index_match,

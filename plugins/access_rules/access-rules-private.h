@@ -169,6 +169,9 @@ int access_rules_compiled_open(const char *path,
 			       struct access_rules_compiled **compiled_r,
 			       const char **error_r);
 void access_rules_compiled_close(struct access_rules_compiled **compiled);
+/* Returns TRUE if FILE.compiled is still the file that was mapped. One
+   rewritten in place (cp over it) would be read past its new end. */
+bool access_rules_compiled_unchanged(const struct access_rules_compiled *compiled);
 unsigned int access_rules_compiled_count(const struct access_rules_compiled *compiled);
 unsigned int access_rules_compiled_set_count(const struct access_rules_compiled *compiled);
 /* Returns -1 if the set doesn't exist, else 1 if it has session caps,

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #define ACCESS_RULES_DEFAULT_SESSION_DIR ".dovecot.access-sessions"
+#define ACCESS_RULES_SETTLE_SECS 2
 #define ACCESS_RULES_DEFAULT_REFUSAL "Access denied by the server's policy."
 
 struct event_category event_category_access_rules = {
@@ -52,8 +53,11 @@ access_rules_get(struct event *event, const char *path,
 	const char *error;
 	struct stat st;
 
-	if (stat(path, &st) == 0 && access_rules_cache_valid(path, &st) &&
-	    (flags == 0 || !access_rules_is_compiled(access_rules_cache)))
+	if (stat(path, &st) < 0)
+		i_zero(&st);
+	else if (access_rules_cache_valid(path, &st) &&
+		 access_rules_compiled_file_unchanged(access_rules_cache) &&
+		 (flags == 0 || !access_rules_is_compiled(access_rules_cache)))
 		return access_rules_cache;
 
 	/* a file that is broken now must not leave the old rules in force:
@@ -70,9 +74,14 @@ access_rules_get(struct event *event, const char *path,
 			  access_rules_get_warning(rules));
 	}
 	access_rules_cache = rules;
-	/* stat again: the file may have changed while it was read, and
-	   then the next login must read it again */
-	if (stat(path, &access_rules_cache_st) < 0)
+	/* The stat from before the read: a file replaced while it was read
+	   differs from it at the next login, which reads it again. A file
+	   written in the last seconds may be written again within the
+	   granularity of its timestamps, with the same stat: read it again
+	   until it has been left alone for a while. */
+	if (st.st_mtime + ACCESS_RULES_SETTLE_SECS < ioloop_time)
+		access_rules_cache_st = st;
+	else
 		i_zero(&access_rules_cache_st);
 	return rules;
 }

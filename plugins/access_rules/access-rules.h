@@ -87,6 +87,9 @@ void access_rules_free(struct access_rules **rules);
 int access_rules_compile(const struct access_rules *rules, const char **error_r);
 /* Returns TRUE if the rules were loaded from FILE.compiled. */
 bool access_rules_is_compiled(const struct access_rules *rules);
+/* Returns FALSE if the rules came from FILE.compiled and that file was
+   replaced or changed since (the text file is the caller's to check). */
+bool access_rules_compiled_file_unchanged(const struct access_rules *rules);
 /* Returns why a FILE.compiled beside the file was not used although it
    exists (damaged, unreadable), or NULL. */
 const char *access_rules_get_warning(const struct access_rules *rules);

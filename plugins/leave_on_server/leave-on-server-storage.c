@@ -201,6 +201,7 @@ static int leave_on_server_quit_update(struct leave_on_server_user *luser,
 	t_array_init(&done, 8);
 	seq_range_array_merge(&done, &luser->retrieved);
 	seq_range_array_merge(&done, &luser->deleted);
+	seq_range_array_remove_seq_range(&done, &luser->expunged);
 	leave_on_server_device_add_done(dev, leave_on_server_today(), &done);
 	seq_range_array_merge(&dev->hidden, &luser->deleted);
 
@@ -456,6 +457,8 @@ static void leave_on_server_mail_expunge(struct mail *_mail)
 		/* not copied, so not expunged: the commit fails */
 		return;
 	}
+	if (!luser->cleaning)
+		seq_range_array_add(&luser->expunged, _mail->uid);
 	lmail->super.expunge(_mail);
 }
 

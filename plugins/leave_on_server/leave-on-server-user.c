@@ -92,5 +92,6 @@ void leave_on_server_mail_user_created(struct mail_user *user)
 	p_array_init(&luser->listed_seqs, user->pool, 8);
 	p_array_init(&luser->retrieved, user->pool, 8);
 	p_array_init(&luser->deleted, user->pool, 8);
+	p_array_init(&luser->expunged, user->pool, 8);
 	MODULE_CONTEXT_SET(user, leave_on_server_user_module, luser);
 }

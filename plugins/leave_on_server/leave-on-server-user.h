@@ -36,6 +36,11 @@ struct leave_on_server_user {
 	   policy keeps */
 	ARRAY_TYPE(seq_range) retrieved;
 	ARRAY_TYPE(seq_range) deleted;
+	/* UIDs DELEted under the delete policy, which QUIT expunges. The
+	   state, in the attribute dict, commits before the expunges do, so
+	   these are never recorded as done: if the expunge is lost, the
+	   device is listed them again instead of never */
+	ARRAY_TYPE(seq_range) expunged;
 
 	/* leave_on_server_move_to: where expunged mail goes, while a
 	   transaction that expunges is open */

@@ -48,7 +48,7 @@ INTERNAL_ERROR = ("-ERR [SYS/TEMP] Internal error occurred. "
                   "Refer to server log for more information.")
 
 BASE_CONF = """\
-mail_attribute_dict = file:%h/dovecot-attributes
+mail_attribute_dict = file:%h/dovecot-attributes:lock=fcntl
 protocol pop3 {
   mail_plugins = $mail_plugins leave_on_server
 }
