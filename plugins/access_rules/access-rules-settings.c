@@ -21,6 +21,7 @@ static const struct access_rules_setting_def access_rules_setting_defs[] = {
 	DEF(ruleset, ACCESS_RULES_DEFAULT_SET),
 	DEF(session_dir, ""),
 	DEF(client_id, ""),
+	DEF(client_tls, ""),
 };
 #undef DEF
 

@@ -20,6 +20,10 @@ struct access_rules_settings {
 	/* access_rules_client_id: the IMAP ID the client sent before
 	   login, as imap-login passes it to auth (%{client_id}) */
 	const char *client_id;
+	/* access_rules_client_tls: the client's TLS state as a proxy
+	   forwarded it ("tls" or "plaintext"); anything else (unset, or
+	   the "yes" Dovecot makes of an empty field) = the connection's */
+	const char *client_tls;
 };
 
 /* Returns 0 on success, -1 with error_r naming the bad setting. */

@@ -316,6 +316,12 @@ access_rules_session_init(struct mail_user *user,
 		session->remote_ip = *user->conn.remote_ip;
 	session->local_port = user->conn.local_port;
 	session->tls = user->conn.ssl_secured;
+	/* behind a proxy the connection is the proxy's; the proxy's view
+	   of the client comes as a forwarded field */
+	if (strcmp(auser->set->client_tls, "tls") == 0)
+		session->tls = TRUE;
+	else if (strcmp(auser->set->client_tls, "plaintext") == 0)
+		session->tls = FALSE;
 	if (auser->set->client_id[0] != '\0') {
 		access_rules_parse_client_id(auser->set->client_id,
 					     &name, &version);
