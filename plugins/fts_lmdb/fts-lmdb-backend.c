@@ -206,6 +206,43 @@ int fts_lmdb_box_guid(struct mailbox *box, guid_128_t guid_r)
 	return 0;
 }
 
+bool fts_lmdb_mail_guid_hash(struct mail *mail, guid_128_t hash_r)
+{
+	const char *guid;
+
+	if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0 ||
+	    guid[0] == '\0')
+		return FALSE;
+	mail_generate_guid_128_hash(guid, hash_r);
+	return TRUE;
+}
+
+bool fts_lmdb_box_record_matches(struct mailbox *box,
+				 const struct fts_lmdb_box_record *rec)
+{
+	struct mailbox_status status;
+	struct mailbox_transaction_context *trans;
+	struct mail *mail;
+	guid_128_t hash;
+	bool ret = TRUE;
+
+	if (rec->last_uid == 0)
+		return TRUE;
+	mailbox_get_open_status(box, STATUS_UIDNEXT, &status);
+	if (rec->last_uid >= status.uidnext)
+		return FALSE;
+	if (guid_128_is_empty(rec->last_guid))
+		return TRUE;
+	trans = mailbox_transaction_begin(box, 0, "fts-lmdb check");
+	mail = mail_alloc(trans, 0, NULL);
+	if (mail_set_uid(mail, rec->last_uid) &&
+	    fts_lmdb_mail_guid_hash(mail, hash))
+		ret = guid_128_equals(hash, rec->last_guid);
+	mail_free(&mail);
+	(void)mailbox_transaction_commit(&trans);
+	return ret;
+}
+
 int fts_lmdb_box_record_get(struct fts_lmdb_backend *backend,
 			    const guid_128_t guid,
 			    struct fts_lmdb_box_record *rec_r,
@@ -521,17 +558,33 @@ static int fts_lmdb_backend_get_last_uid(struct fts_backend *_backend,
 		return 0;
 	}
 	if (fts_lmdb_db_read_renew(backend->db, &error) < 0) {
-		e_error(backend->event, "%s", error);
-		return -1;
+		if (fts_lmdb_db_is_corrupted(backend->db)) {
+			fts_lmdb_backend_damaged(backend, error);
+			if (fts_lmdb_backend_rebuild(backend) == 0)
+				return 0;
+		} else {
+			/* As when opening fails: failing here would fail the
+			   SEARCH (fts_enforced). The next search opens the
+			   environment again. */
+			e_error(backend->event,
+				"%s - searching without the index", error);
+			fts_lmdb_db_unref(&backend->db);
+		}
+		*last_uid_r = status.uidnext - 1;
+		return 0;
 	}
 	ret = fts_lmdb_box_record_get(backend, guid, &rec, &error);
 	fts_lmdb_db_read_release(backend->db);
 	if (ret < 0) {
 		/* the mail is all there: index it again */
 		fts_lmdb_backend_damaged(backend, error);
-		return fts_lmdb_backend_rebuild(backend);
+		if (fts_lmdb_backend_rebuild(backend) == 0)
+			return 0;
+		*last_uid_r = status.uidnext - 1;
+		return 0;
 	}
-	if (ret > 0 && rec.uid_validity == status.uidvalidity)
+	if (ret > 0 && rec.uid_validity == status.uidvalidity &&
+	    fts_lmdb_box_record_matches(box, &rec))
 		*last_uid_r = rec.last_uid;
 	return 0;
 }

@@ -9,6 +9,9 @@
 #include "fts-lmdb-db.h"
 
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 #include <lmdb.h>
 
@@ -33,6 +36,14 @@ struct fts_lmdb_db {
 	MDB_dbi dbi[FTS_LMDB_DBI_COUNT];
 	MDB_txn *rtxn, *wtxn;
 	bool rtxn_active;
+
+	/* What the open environment mapped: a file changed under the map
+	   is a SIGBUS at the next access, so it is compared before each
+	   transaction. */
+	dev_t data_dev, lock_dev;
+	ino_t data_ino, lock_ino;
+	off_t lock_size;
+	unsigned int page_size;
 
 	bool map_full;
 	bool corrupted;
@@ -71,20 +82,154 @@ fts_lmdb_db_error(struct fts_lmdb_db *db, const char *func, int rc)
 			       mdb_strerror(rc));
 }
 
+/* Returns " (disk full ...)" if an error may have been the file system
+   filling up, else "". LMDB reports a write cut short as EIO, so the
+   errno alone doesn't say it. */
+static const char *fts_lmdb_db_space_note(struct fts_lmdb_db *db, int err)
+{
+	struct statvfs vfs;
+	unsigned long long free_bytes;
+
+	if (err != ENOSPC && err != EIO && err != EDQUOT)
+		return "";
+	if (statvfs(db->dir, &vfs) < 0)
+		return err == ENOSPC ? " (disk full)" : "";
+	free_bytes = (unsigned long long)vfs.f_bavail * vfs.f_frsize;
+	if (err != ENOSPC && free_bytes >= 1024 * 1024)
+		return "";
+	return t_strdup_printf(" (disk full: %llu bytes free in %s)",
+			       free_bytes, db->dir);
+}
+
+static const char *fts_lmdb_db_lock_path(struct fts_lmdb_db *db)
+{
+	return t_strconcat(db->dir, "/lock.mdb", NULL);
+}
+
+static const char *fts_lmdb_db_data_path(struct fts_lmdb_db *db)
+{
+	return t_strconcat(db->dir, "/data.mdb", NULL);
+}
+
+static int fts_lmdb_db_data_size(struct fts_lmdb_db *db, off_t *size_r)
+{
+	mdb_filehandle_t fd;
+	struct stat st;
+
+	/* the mapped file itself: the path may name another one by now */
+	if (mdb_env_get_fd(db->env, &fd) != 0 || fstat(fd, &st) < 0)
+		return -1;
+	*size_r = st.st_size;
+	return 0;
+}
+
 static bool fts_lmdb_db_truncated(struct fts_lmdb_db *db)
 {
 	MDB_envinfo info;
-	MDB_stat st;
-	struct stat stt;
-	const char *path = t_strconcat(db->dir, "/data.mdb", NULL);
+	off_t size;
 
 	/* LMDB maps the file and trusts it; a page past the end of a
-	   truncated file would be SIGBUS, not an error. */
-	if (mdb_env_info(db->env, &info) != 0 ||
-	    mdb_env_stat(db->env, &st) != 0 || stat(path, &stt) < 0)
+	   truncated file would be SIGBUS, not an error. Even the meta pages
+	   that mdb_env_info() reads are read through the map. */
+	if (fts_lmdb_db_data_size(db, &size) < 0 ||
+	    (uint64_t)size < 2 * (uint64_t)db->page_size)
 		return TRUE;
-	return (uint64_t)stt.st_size <
-		((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+	if (mdb_env_info(db->env, &info) != 0)
+		return TRUE;
+	return (uint64_t)size <
+		((uint64_t)info.me_last_pgno + 1) * db->page_size;
+}
+
+/* Remember what was mapped, for fts_lmdb_db_check_files(). */
+static int fts_lmdb_db_note_files(struct fts_lmdb_db *db,
+				  const char **error_r)
+{
+	MDB_stat mst;
+	struct stat st;
+	mdb_filehandle_t fd;
+	const char *path;
+	int rc;
+
+	rc = mdb_env_stat(db->env, &mst);
+	if (rc != 0) {
+		*error_r = fts_lmdb_db_error(db, "mdb_env_stat", rc);
+		return -1;
+	}
+	db->page_size = mst.ms_psize;
+	rc = mdb_env_get_fd(db->env, &fd);
+	if (rc != 0) {
+		*error_r = fts_lmdb_db_error(db, "mdb_env_get_fd", rc);
+		return -1;
+	}
+	if (fstat(fd, &st) < 0) {
+		*error_r = t_strdup_printf("fstat(%s) failed: %m",
+					   fts_lmdb_db_data_path(db));
+		return -1;
+	}
+	db->data_dev = st.st_dev;
+	db->data_ino = st.st_ino;
+	path = fts_lmdb_db_lock_path(db);
+	if (stat(path, &st) < 0) {
+		*error_r = t_strdup_printf("stat(%s) failed: %m", path);
+		return -1;
+	}
+	db->lock_dev = st.st_dev;
+	db->lock_ino = st.st_ino;
+	db->lock_size = st.st_size;
+	return 0;
+}
+
+/* LMDB creates lock.mdb with ftruncate() and initializes it through a
+   shared map: on a full file system that write finds no block to
+   allocate and the process dies of SIGBUS. Allocating the blocks first
+   turns that into ENOSPC. Returns 0 if done, -1 on error. */
+static int fts_lmdb_db_prealloc_lock(struct fts_lmdb_db *db,
+				     const char **error_r)
+{
+	const char *path = fts_lmdb_db_lock_path(db);
+	unsigned int max_readers;
+	struct stat st;
+	off_t size;
+	int fd, ret;
+
+	if (mdb_env_get_maxreaders(db->env, &max_readers) != 0)
+		max_readers = 126;
+	/* At least LMDB's own size (mdb.c's MDB_txninfo: two blocks padded
+	   to 64-byte cache lines, one with a mutex and 24 bytes of counters,
+	   the other with a mutex, then a 64-byte slot per reader), so that
+	   LMDB never extends it itself. More is harmless: LMDB sizes its
+	   reader table from the file. */
+	size = (off_t)max_readers * 64 +
+		2 * ((sizeof(pthread_mutex_t) + 24 + 63) & ~(size_t)63);
+
+	/* This process has no environment open on the directory now (one
+	   per path, see fts_lmdb_dbs), so closing this descriptor drops no
+	   lock of LMDB's. */
+	fd = open(path, O_RDWR | O_CREAT, 0600);
+	if (fd < 0) {
+		*error_r = t_strdup_printf("open(%s) failed: %m", path);
+		return -1;
+	}
+	if (fstat(fd, &st) < 0) {
+		*error_r = t_strdup_printf("fstat(%s) failed: %m", path);
+		i_close_fd(&fd);
+		return -1;
+	}
+	/* Never resize a lock file that has content: processes that have
+	   it open mapped it at its size. Only fill its holes. */
+	if (st.st_size > 0)
+		size = st.st_size;
+	ret = posix_fallocate(fd, 0, size);
+	if (ret != 0 && ret != EOPNOTSUPP && ret != EINVAL) {
+		errno = ret;
+		*error_r = t_strdup_printf("posix_fallocate(%s, %lld) "
+			"failed: %m%s", path, (long long)size,
+			fts_lmdb_db_space_note(db, ret));
+		i_close_fd(&fd);
+		return -1;
+	}
+	i_close_fd(&fd);
+	return 0;
 }
 
 static int fts_lmdb_db_open_dbis(struct fts_lmdb_db *db, const char **error_r)
@@ -178,11 +323,20 @@ static int fts_lmdb_db_open_env(struct fts_lmdb_db *db, const char **error_r)
 		fts_lmdb_db_close_env(db);
 		return -1;
 	}
+	if (fts_lmdb_db_prealloc_lock(db, error_r) < 0) {
+		fts_lmdb_db_close_env(db);
+		return -1;
+	}
 	/* NOTLS: the reused read transaction is not tied to a thread,
 	   and a write transaction may run beside it. */
 	rc = mdb_env_open(db->env, db->dir, MDB_NOTLS | MDB_NORDAHEAD, 0600);
 	if (rc != 0) {
-		*error_r = fts_lmdb_db_error(db, "mdb_env_open", rc);
+		*error_r = t_strconcat(fts_lmdb_db_error(db, "mdb_env_open", rc),
+				       fts_lmdb_db_space_note(db, rc), NULL);
+		fts_lmdb_db_close_env(db);
+		return -1;
+	}
+	if (fts_lmdb_db_note_files(db, error_r) < 0) {
 		fts_lmdb_db_close_env(db);
 		return -1;
 	}
@@ -196,6 +350,118 @@ static int fts_lmdb_db_open_env(struct fts_lmdb_db *db, const char **error_r)
 	if (fts_lmdb_db_open_dbis(db, error_r) < 0) {
 		fts_lmdb_db_close_env(db);
 		return -1;
+	}
+	return 0;
+}
+
+/* The environment can't be closed without writing to this process's
+   reader slot through the map of lock.mdb, so a lock file cut short
+   gets its size back first: zeros, which LMDB doesn't take for a valid
+   lock file. Returns 0 if done, -1 if the map must be left alone. */
+static int fts_lmdb_db_restore_lock_size(struct fts_lmdb_db *db,
+					 const char *path)
+{
+	int fd, ret;
+
+	/* closing fd drops LMDB's fcntl() locks on the file, but the
+	   environment is closed right after this anyway */
+	fd = open(path, O_RDWR);
+	if (fd < 0) {
+		e_error(db->event, "open(%s) failed: %m", path);
+		return -1;
+	}
+	ret = posix_fallocate(fd, 0, db->lock_size);
+	if (ret == EOPNOTSUPP || ret == EINVAL)
+		ret = ftruncate(fd, db->lock_size) < 0 ? errno : 0;
+	i_close_fd(&fd);
+	if (ret != 0) {
+		errno = ret;
+		e_error(db->event, "Restoring the size of %s failed: %m%s",
+			path, fts_lmdb_db_space_note(db, ret));
+		return -1;
+	}
+	return 0;
+}
+
+/* Returns 0 if the files are those the environment mapped, at their
+   sizes; 1 if another process replaced them (it rebuilt the index:
+   open them again); -1 if one was cut short under the map, which the
+   next access would turn into SIGBUS (db->corrupted is set). */
+static int fts_lmdb_db_check_files(struct fts_lmdb_db *db,
+				   const char **error_r)
+{
+	const char *path = fts_lmdb_db_lock_path(db);
+	struct stat st;
+
+	if (stat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return 1;
+		*error_r = t_strdup_printf("stat(%s) failed: %m", path);
+		return -1;
+	}
+	if (st.st_dev != db->lock_dev || st.st_ino != db->lock_ino)
+		return 1;
+	if (st.st_size != db->lock_size) {
+		db->corrupted = TRUE;
+		*error_r = t_strdup_printf("%s damaged: its size changed "
+			"under the open environment (%lld bytes, was %lld)",
+			path, (long long)st.st_size, (long long)db->lock_size);
+		if (st.st_size < db->lock_size &&
+		    fts_lmdb_db_restore_lock_size(db, path) < 0) {
+			/* leaked rather than a SIGBUS in mdb_env_close() */
+			db->env = NULL;
+			db->rtxn = NULL;
+			db->rtxn_active = FALSE;
+			db->wtxn = NULL;
+		}
+		return -1;
+	}
+
+	path = fts_lmdb_db_data_path(db);
+	if (stat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return 1;
+		*error_r = t_strdup_printf("stat(%s) failed: %m", path);
+		return -1;
+	}
+	if (st.st_dev != db->data_dev || st.st_ino != db->data_ino)
+		return 1;
+	if (fts_lmdb_db_truncated(db)) {
+		db->corrupted = TRUE;
+		*error_r = t_strdup_printf("%s is shorter than its last page: "
+					   "truncated", path);
+		return -1;
+	}
+	return 0;
+}
+
+/* Opens the environment if a failure closed it, else checks its files
+   first. may_close is FALSE while a read transaction's data may still
+   be in use: then damage is only reported, and replaced files are
+   opened at a later call. */
+static int fts_lmdb_db_ensure_env(struct fts_lmdb_db *db, bool may_close,
+				  const char **error_r)
+{
+	int ret;
+
+	if (db->env != NULL) {
+		ret = fts_lmdb_db_check_files(db, error_r);
+		if (ret == 0 || (ret > 0 && !may_close))
+			return 0;
+		if (ret < 0) {
+			if (may_close)
+				fts_lmdb_db_close_env(db);
+			return -1;
+		}
+		e_debug(db->event, "Index %s was replaced, opening it again",
+			db->dir);
+		fts_lmdb_db_close_env(db);
+	}
+	if (db->env == NULL) {
+		db->corrupted = FALSE;
+		db->map_full = FALSE;
+		if (fts_lmdb_db_open_env(db, error_r) < 0)
+			return -1;
 	}
 	return 0;
 }
@@ -311,10 +577,9 @@ int fts_lmdb_db_read_renew(struct fts_lmdb_db *db, const char **error_r)
 {
 	int rc;
 
-	if (db->env == NULL) {
-		*error_r = t_strdup_printf("%s: index not open", db->dir);
+	/* before the release: mdb_txn_reset() writes to lock.mdb's map */
+	if (fts_lmdb_db_ensure_env(db, db->wtxn == NULL, error_r) < 0)
 		return -1;
-	}
 	fts_lmdb_db_read_release(db);
 	if (db->rtxn != NULL) {
 		rc = mdb_txn_renew(db->rtxn);
@@ -336,6 +601,16 @@ int fts_lmdb_db_read_renew(struct fts_lmdb_db *db, const char **error_r)
 	}
 	if (rc != 0) {
 		*error_r = fts_lmdb_db_error(db, "mdb_txn_renew", rc);
+		/* with MDB_NOTLS the slot is this transaction's alone: only
+		   a write into lock.mdb from outside LMDB changes it */
+		if (rc == MDB_BAD_RSLOT) {
+			*error_r = t_strdup_printf("%s damaged: %s",
+				fts_lmdb_db_lock_path(db), *error_r);
+		}
+		/* Opening the environment again at the next call
+		   reinitializes the lock file, or finds the index damaged. */
+		if (db->wtxn == NULL)
+			fts_lmdb_db_close_env(db);
 		return -1;
 	}
 	db->rtxn_active = TRUE;
@@ -361,10 +636,8 @@ int fts_lmdb_db_write_begin(struct fts_lmdb_db *db, const char **error_r)
 	int rc;
 
 	i_assert(db->wtxn == NULL);
-	if (db->env == NULL) {
-		*error_r = t_strdup_printf("%s: index not open", db->dir);
+	if (fts_lmdb_db_ensure_env(db, !db->rtxn_active, error_r) < 0)
 		return -1;
-	}
 	db->map_full = FALSE;
 	rc = mdb_txn_begin(db->env, NULL, 0, &db->wtxn);
 	if (rc == MDB_MAP_RESIZED) {
@@ -389,7 +662,9 @@ int fts_lmdb_db_write_commit(struct fts_lmdb_db *db, const char **error_r)
 	rc = mdb_txn_commit(db->wtxn);
 	db->wtxn = NULL;
 	if (rc != 0) {
-		*error_r = fts_lmdb_db_error(db, "mdb_txn_commit", rc);
+		*error_r = t_strconcat(
+			fts_lmdb_db_error(db, "mdb_txn_commit", rc),
+			fts_lmdb_db_space_note(db, rc), NULL);
 		return -1;
 	}
 	return 0;

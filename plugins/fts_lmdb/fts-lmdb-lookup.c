@@ -448,7 +448,8 @@ int fts_lmdb_lookup(struct fts_backend *_backend, struct mailbox *box,
 	lk.box = box;
 	lk.normalizer = box->storage->user->default_normalizer;
 	ret = fts_lmdb_box_record_get(backend, guid, &lk.rec, &lk.error);
-	if (ret == 0 || (ret > 0 && lk.rec.uid_validity != status.uidvalidity))
+	if (ret == 0 || (ret > 0 && lk.rec.uid_validity != status.uidvalidity) ||
+	    (ret > 0 && !fts_lmdb_box_record_matches(box, &lk.rec)))
 		return 0; /* nothing indexed: the plugin reads every mail */
 	if (ret > 0) T_BEGIN {
 		lk.words = lk.rec.last_uid / 64 + 1;

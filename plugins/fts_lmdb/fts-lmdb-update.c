@@ -70,6 +70,7 @@ struct fts_lmdb_update_context {
 	buffer_t *map_data;
 	buffer_t *lookup_key;
 	uint32_t batch_last_uid;
+	guid_128_t batch_last_guid;
 	unsigned int batch_docs;
 	size_t batch_bytes;
 
@@ -323,7 +324,9 @@ static int fts_lmdb_flush_txn(void *context, const char **error_r)
 					    error_r) <= 0)
 			return -1;
 	}
-	if (rec.uid_validity != ctx->uid_validity) {
+	if (rec.uid_validity != ctx->uid_validity || ctx->box_reset) {
+		/* another UIDVALIDITY, or postings of another copy of the
+		   mailbox: start over */
 		if (fts_lmdb_box_clear(ctx->backend, &rec, error_r) < 0)
 			return -1;
 		rec.uid_validity = ctx->uid_validity;
@@ -384,8 +387,11 @@ static int fts_lmdb_flush_txn(void *context, const char **error_r)
 	if (seg > rec.vocab_segments)
 		rec.vocab_segments = seg;
 
-	if (ctx->batch_last_uid > rec.last_uid)
+	if (ctx->batch_last_uid > rec.last_uid) {
 		rec.last_uid = ctx->batch_last_uid;
+		memcpy(rec.last_guid, ctx->batch_last_guid,
+		       sizeof(rec.last_guid));
+	}
 	rec.doc_count += ctx->batch_docs;
 	if (fts_lmdb_flush_maps(ctx, rec.box_id, error_r) < 0 ||
 	    fts_lmdb_flush_expunged(ctx, &rec, error_r) < 0)
@@ -533,7 +539,8 @@ void fts_lmdb_update_set_mailbox(struct fts_backend_update_context *_ctx,
 	}
 	ctx->indexed_last_uid = 0;
 	if (ret > 0) {
-		if (rec.uid_validity == ctx->uid_validity)
+		if (rec.uid_validity == ctx->uid_validity &&
+		    fts_lmdb_box_record_matches(box, &rec))
 			ctx->indexed_last_uid = rec.last_uid;
 		else
 			ctx->box_reset = TRUE;
@@ -639,6 +646,8 @@ static void fts_lmdb_update_index_mail(struct fts_lmdb_update_context *ctx,
 	if (ret >= 0 && backend->set.partial_fetch)
 		fts_lmdb_update_map_mail(ctx, uid);
 	ctx->batch_last_uid = uid;
+	if (!fts_lmdb_mail_guid_hash(ctx->mail, ctx->batch_last_guid))
+		guid_128_empty(ctx->batch_last_guid);
 	ctx->batch_docs++;
 	ctx->indexed_last_uid = uid;
 
