@@ -109,7 +109,7 @@ objs = $(patsubst %.c,$(OBJ)/%.o,$(1))
 # Debian 12 packages the build, the tests and the demo need.
 DEB_PACKAGES = dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
 	dovecot-dev liblmdb-dev libssl-dev python3-pytest curl openssl \
-	make gcc fetchmail getmail6 valgrind strace \
+	make gcc fetchmail getmail6 valgrind strace lmdb-utils \
 	dovecot-lucene dovecot-fts-xapian
 
 .PHONY: all install test unit-test integration-test valgrind bench demo clean \
@@ -209,3 +209,4 @@ demo: all
 clean:
 	rm -rf $(BUILD)
 include tests/fuzz/fuzz.mk
+include tests/soak/soak.mk

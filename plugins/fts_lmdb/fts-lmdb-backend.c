@@ -206,43 +206,6 @@ int fts_lmdb_box_guid(struct mailbox *box, guid_128_t guid_r)
 	return 0;
 }
 
-bool fts_lmdb_mail_guid_hash(struct mail *mail, guid_128_t hash_r)
-{
-	const char *guid;
-
-	if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0 ||
-	    guid[0] == '\0')
-		return FALSE;
-	mail_generate_guid_128_hash(guid, hash_r);
-	return TRUE;
-}
-
-bool fts_lmdb_box_record_matches(struct mailbox *box,
-				 const struct fts_lmdb_box_record *rec)
-{
-	struct mailbox_status status;
-	struct mailbox_transaction_context *trans;
-	struct mail *mail;
-	guid_128_t hash;
-	bool ret = TRUE;
-
-	if (rec->last_uid == 0)
-		return TRUE;
-	mailbox_get_open_status(box, STATUS_UIDNEXT, &status);
-	if (rec->last_uid >= status.uidnext)
-		return FALSE;
-	if (guid_128_is_empty(rec->last_guid))
-		return TRUE;
-	trans = mailbox_transaction_begin(box, 0, "fts-lmdb check");
-	mail = mail_alloc(trans, 0, NULL);
-	if (mail_set_uid(mail, rec->last_uid) &&
-	    fts_lmdb_mail_guid_hash(mail, hash))
-		ret = guid_128_equals(hash, rec->last_guid);
-	mail_free(&mail);
-	(void)mailbox_transaction_commit(&trans);
-	return ret;
-}
-
 int fts_lmdb_box_record_get(struct fts_lmdb_backend *backend,
 			    const guid_128_t guid,
 			    struct fts_lmdb_box_record *rec_r,
@@ -583,8 +546,7 @@ static int fts_lmdb_backend_get_last_uid(struct fts_backend *_backend,
 		*last_uid_r = status.uidnext - 1;
 		return 0;
 	}
-	if (ret > 0 && rec.uid_validity == status.uidvalidity &&
-	    fts_lmdb_box_record_matches(box, &rec))
+	if (ret > 0 && rec.uid_validity == status.uidvalidity)
 		*last_uid_r = rec.last_uid;
 	return 0;
 }

@@ -32,9 +32,6 @@ struct fts_lmdb_box_record {
 	uint32_t doc_count;
 	uint32_t expunged_count;
 	uint32_t vocab_segments;
-	/* SHA1 (first 128 bits) of the GUID of the message last_uid, so
-	   that an index from another copy of the mailbox is noticed */
-	guid_128_t last_guid;
 };
 
 /* A vocabulary segment is a value that a lookup scans with memmem();
@@ -52,14 +49,6 @@ void fts_lmdb_backend_damaged(struct fts_lmdb_backend *backend,
 			      const char *error);
 
 int fts_lmdb_box_guid(struct mailbox *box, guid_128_t guid_r);
-/* The hash of a message's GUID as last_guid keeps it; FALSE if the mail
-   has none */
-bool fts_lmdb_mail_guid_hash(struct mail *mail, guid_128_t hash_r);
-/* TRUE if the record describes this copy of the mailbox: its last
-   indexed UID is below UIDNEXT, and that message, if it still exists,
-   is the one that was indexed */
-bool fts_lmdb_box_record_matches(struct mailbox *box,
-				 const struct fts_lmdb_box_record *rec);
 /* In the current transaction: 1 found, 0 not, -1 error */
 int fts_lmdb_box_record_get(struct fts_lmdb_backend *backend,
 			    const guid_128_t guid,

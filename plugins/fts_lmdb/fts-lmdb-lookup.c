@@ -448,8 +448,7 @@ int fts_lmdb_lookup(struct fts_backend *_backend, struct mailbox *box,
 	lk.box = box;
 	lk.normalizer = box->storage->user->default_normalizer;
 	ret = fts_lmdb_box_record_get(backend, guid, &lk.rec, &lk.error);
-	if (ret == 0 || (ret > 0 && lk.rec.uid_validity != status.uidvalidity) ||
-	    (ret > 0 && !fts_lmdb_box_record_matches(box, &lk.rec)))
+	if (ret == 0 || (ret > 0 && lk.rec.uid_validity != status.uidvalidity))
 		return 0; /* nothing indexed: the plugin reads every mail */
 	if (ret > 0) T_BEGIN {
 		lk.words = lk.rec.last_uid / 64 + 1;

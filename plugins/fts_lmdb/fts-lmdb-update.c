@@ -70,7 +70,6 @@ struct fts_lmdb_update_context {
 	buffer_t *map_data;
 	buffer_t *lookup_key;
 	uint32_t batch_last_uid;
-	guid_128_t batch_last_guid;
 	unsigned int batch_docs;
 	size_t batch_bytes;
 
@@ -243,9 +242,11 @@ static int fts_lmdb_flush_expunged(struct fts_lmdb_update_context *ctx,
 				   const char **error_r)
 {
 	struct fts_lmdb_posting_header hdr;
+	struct fts_lmdb_postings_iter piter;
 	const struct seq_range *range;
+	ARRAY_TYPE(seq_range) all;
 	buffer_t *key, *value, *parts_key;
-	uint32_t uid;
+	uint32_t uid, mask;
 
 	if (array_count(&ctx->expunged) == 0)
 		return 0;
@@ -257,6 +258,16 @@ static int fts_lmdb_flush_expunged(struct fts_lmdb_update_context *ctx,
 	if (fts_lmdb_posting_load(ctx->backend->db, key, value, &hdr,
 				  error_r) < 0)
 		return -1;
+	/* Expunges come in any UID order, and a posting list can only be
+	   appended to in UID order: merge them into the list so far. */
+	t_array_init(&all, 64);
+	fts_lmdb_postings_iter_init(&piter, value->data, value->used);
+	while (fts_lmdb_postings_iter_next(&piter, &uid, &mask))
+		seq_range_array_add(&all, uid);
+	if (piter.failed) {
+		*error_r = "damaged expunge list";
+		return -1;
+	}
 	array_foreach(&ctx->expunged, range) {
 		/* only what was indexed; the rest never will be */
 		for (uid = range->seq1; uid <= range->seq2 &&
@@ -268,11 +279,15 @@ static int fts_lmdb_flush_expunged(struct fts_lmdb_update_context *ctx,
 					    FTS_LMDB_DBI_PARTS, parts_key->data,
 					    parts_key->used, error_r) < 0)
 				return -1;
-			if (uid <= hdr.last_uid)
-				continue;
-			fts_lmdb_postings_append(value, &hdr, uid, 0);
-			rec->expunged_count++;
+			if (!seq_range_array_add(&all, uid))
+				rec->expunged_count++;
 		}
+	}
+	buffer_set_used_size(value, 0);
+	i_zero(&hdr);
+	array_foreach(&all, range) {
+		for (uid = range->seq1; uid <= range->seq2; uid++)
+			fts_lmdb_postings_append(value, &hdr, uid, 0);
 	}
 	return fts_lmdb_db_put(ctx->backend->db, FTS_LMDB_DBI_TOKENS,
 			       key->data, key->used, value->data, value->used,
@@ -324,9 +339,7 @@ static int fts_lmdb_flush_txn(void *context, const char **error_r)
 					    error_r) <= 0)
 			return -1;
 	}
-	if (rec.uid_validity != ctx->uid_validity || ctx->box_reset) {
-		/* another UIDVALIDITY, or postings of another copy of the
-		   mailbox: start over */
+	if (rec.uid_validity != ctx->uid_validity) {
 		if (fts_lmdb_box_clear(ctx->backend, &rec, error_r) < 0)
 			return -1;
 		rec.uid_validity = ctx->uid_validity;
@@ -387,11 +400,8 @@ static int fts_lmdb_flush_txn(void *context, const char **error_r)
 	if (seg > rec.vocab_segments)
 		rec.vocab_segments = seg;
 
-	if (ctx->batch_last_uid > rec.last_uid) {
+	if (ctx->batch_last_uid > rec.last_uid)
 		rec.last_uid = ctx->batch_last_uid;
-		memcpy(rec.last_guid, ctx->batch_last_guid,
-		       sizeof(rec.last_guid));
-	}
 	rec.doc_count += ctx->batch_docs;
 	if (fts_lmdb_flush_maps(ctx, rec.box_id, error_r) < 0 ||
 	    fts_lmdb_flush_expunged(ctx, &rec, error_r) < 0)
@@ -539,8 +549,7 @@ void fts_lmdb_update_set_mailbox(struct fts_backend_update_context *_ctx,
 	}
 	ctx->indexed_last_uid = 0;
 	if (ret > 0) {
-		if (rec.uid_validity == ctx->uid_validity &&
-		    fts_lmdb_box_record_matches(box, &rec))
+		if (rec.uid_validity == ctx->uid_validity)
 			ctx->indexed_last_uid = rec.last_uid;
 		else
 			ctx->box_reset = TRUE;
@@ -646,8 +655,6 @@ static void fts_lmdb_update_index_mail(struct fts_lmdb_update_context *ctx,
 	if (ret >= 0 && backend->set.partial_fetch)
 		fts_lmdb_update_map_mail(ctx, uid);
 	ctx->batch_last_uid = uid;
-	if (!fts_lmdb_mail_guid_hash(ctx->mail, ctx->batch_last_guid))
-		guid_128_empty(ctx->batch_last_guid);
 	ctx->batch_docs++;
 	ctx->indexed_last_uid = uid;
 

@@ -29,7 +29,7 @@ What the tests show:
   and with a carried index of another mailbox (other GUID, other
   UIDVALIDITY). An index carried over from a copy of the mailbox that has
   since diverged (same GUID and UIDVALIDITY, other mail under the same
-  UIDs) is noticed and rebuilt.
+  UIDs) gives wrong answers: xfail(strict=True), a known gap.
 """
 
 from __future__ import annotations
@@ -514,8 +514,12 @@ def test_carried_over_index_of_another_mailbox_is_not_used(cluster, differs):
                           f"A's index on B, {differs} differs", "b")
 
 
-# Found by this test: fts_lmdb trusted such an index. The box record now
-# keeps a hash of the last indexed message's GUID, checked before use.
+@pytest.mark.xfail(strict=True, reason=(
+    "fts_lmdb trusts a carried-over index with the mailbox's GUID and "
+    "UIDVALIDITY whose last indexed UIDs hold other mail on this copy "
+    "(index taken from A after A got mail that B never had). A check of "
+    "the last indexed message's GUID was tried and reverted: done inside "
+    "a mailbox sync it panicked LMTP, and it reset live indexes"))
 def test_carried_over_index_of_a_diverged_copy_is_not_trusted(cluster):
     """A and B hold the same mailbox (dsync: same GUID, UIDVALIDITY, UIDs
     1-5). Then A gets a message B never gets, and A's index (which now
