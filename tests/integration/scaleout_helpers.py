@@ -44,6 +44,7 @@ from typing import Iterable, Mapping, Optional
 
 from access_rules_helpers import RawConn, wait_pid_gone
 from dovecot_instance import BUILD_DIR, DEFAULT_PASSWORD, DovecotInstance
+from fts_lmdb_helpers import crash_lines  # noqa: F401  (re-exported)
 
 PASSWORD = DEFAULT_PASSWORD
 PROXY_ADDRESS = "127.0.0.1"          # the proxy's source address towards the backends
@@ -453,22 +454,6 @@ def listing_without_changes(proxy: DovecotInstance, backend: DovecotInstance,
 
 
 # ------------------------------------------------------------ logs
-
-CRASH_RE = re.compile(r"Panic:|Fatal:|killed with signal")
-
-
-def crash_lines(dc: DovecotInstance, since: int = 0, killed: Iterable[int] = ()) -> list:
-    killed = set(killed)
-    out = []
-    for line in dc.log_text()[since:].splitlines():
-        if not CRASH_RE.search(line):
-            continue
-        m = re.search(r"child (\d+) killed with signal 9\b", line)
-        if m and int(m.group(1)) in killed:
-            continue
-        out.append(line)
-    return out
-
 
 def login_line(dc: DovecotInstance, proto: str, source: str, since: int,
                timeout: float = 5) -> re.Match:
