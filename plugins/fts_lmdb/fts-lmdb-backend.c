@@ -206,6 +206,20 @@ int fts_lmdb_box_guid(struct mailbox *box, guid_128_t guid_r)
 	return 0;
 }
 
+bool fts_lmdb_mail_guid_hash(struct mail *mail,
+			     uint8_t hash_r[FTS_LMDB_GUID_HASH_SIZE])
+{
+	const char *guid;
+	guid_128_t hash;
+
+	if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0 ||
+	    guid[0] == '\0')
+		return FALSE;
+	mail_generate_guid_128_hash(guid, hash);
+	memcpy(hash_r, hash, FTS_LMDB_GUID_HASH_SIZE);
+	return TRUE;
+}
+
 int fts_lmdb_box_record_get(struct fts_lmdb_backend *backend,
 			    const guid_128_t guid,
 			    struct fts_lmdb_box_record *rec_r,
@@ -278,7 +292,7 @@ void fts_lmdb_vocab_key(buffer_t *key, uint32_t box_id, uint32_t seg)
 	fts_lmdb_token_key(key, box_id, seg_be, sizeof(seg_be));
 }
 
-void fts_lmdb_parts_key(buffer_t *key, uint32_t box_id, uint32_t uid)
+void fts_lmdb_uid_key(buffer_t *key, uint32_t box_id, uint32_t uid)
 {
 	uint8_t uid_be[4];
 
@@ -334,6 +348,8 @@ int fts_lmdb_box_clear(struct fts_lmdb_backend *backend,
 	if (fts_lmdb_box_delete_keys(backend, FTS_LMDB_DBI_TOKENS,
 				     rec->box_id, error_r) < 0 ||
 	    fts_lmdb_box_delete_keys(backend, FTS_LMDB_DBI_PARTS,
+				     rec->box_id, error_r) < 0 ||
+	    fts_lmdb_box_delete_keys(backend, FTS_LMDB_DBI_GUIDS,
 				     rec->box_id, error_r) < 0)
 		ret = -1;
 	rec->last_uid = 0;
@@ -494,6 +510,85 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 	return 0;
 }
 
+/* How far down from the newest message the index covers a check looks
+   for one the index still has a GUID of (the others were expunged). */
+#define FTS_LMDB_COPY_CHECK_MAX 32
+
+/* A mailbox restored or synced from a copy that had diverged when the
+   index was taken has the same GUID and UIDVALIDITY but other mail under
+   the UIDs both copies assigned since. Compares the newest message this
+   session's view and the index both know. The view may lag behind what
+   other processes indexed, so UIDs beyond it prove nothing and are not
+   looked at. Runs in the read transaction, never inside a mailbox sync
+   (the fts plugin asks for the last UID only when searching or
+   indexing). Returns 1 if the index is of this mail, 0 if not, -1 on
+   error. */
+static int
+fts_lmdb_box_check_copy(struct fts_lmdb_backend *backend, struct mailbox *box,
+			const struct fts_lmdb_box_record *rec,
+			uint32_t *other_uid_r, const char **error_r)
+{
+	struct mailbox_transaction_context *trans;
+	struct mail *mail;
+	uint8_t hash[FTS_LMDB_GUID_HASH_SIZE];
+	buffer_t *key;
+	const void *data;
+	size_t size;
+	uint32_t seq, seq1, seq2;
+	unsigned int checked = 0;
+	int ret = 1;
+
+	mailbox_get_seq_range(box, 1, rec->last_uid, &seq1, &seq2);
+	if (seq2 == 0)
+		return 1;
+	key = t_buffer_create(16);
+	trans = mailbox_transaction_begin(box, 0, "fts-lmdb copy check");
+	mail = mail_alloc(trans, 0, NULL);
+	for (seq = seq2; seq >= seq1 && checked < FTS_LMDB_COPY_CHECK_MAX;
+	     seq--, checked++) {
+		mail_set_seq(mail, seq);
+		fts_lmdb_uid_key(key, rec->box_id, mail->uid);
+		ret = fts_lmdb_db_get(backend->db, FTS_LMDB_DBI_GUIDS,
+				      key->data, key->used, &data, &size,
+				      error_r);
+		if (ret < 0)
+			break;
+		ret = 1;
+		/* not in the index (expunged from it) or no GUID to compare:
+		   try the next older one */
+		if (size != FTS_LMDB_GUID_HASH_SIZE ||
+		    !fts_lmdb_mail_guid_hash(mail, hash))
+			continue;
+		if (memcmp(hash, data, sizeof(hash)) != 0) {
+			*other_uid_r = mail->uid;
+			ret = 0;
+		}
+		break;
+	}
+	mail_free(&mail);
+	mailbox_transaction_rollback(&trans);
+	return ret;
+}
+
+struct fts_lmdb_box_reset_context {
+	struct fts_lmdb_backend *backend;
+	const uint8_t *guid;
+};
+
+static int fts_lmdb_box_reset_txn(void *context, const char **error_r)
+{
+	struct fts_lmdb_box_reset_context *ctx = context;
+	struct fts_lmdb_box_record rec;
+	int ret;
+
+	ret = fts_lmdb_box_record_get(ctx->backend, ctx->guid, &rec, error_r);
+	if (ret <= 0)
+		return ret;
+	if (fts_lmdb_box_clear(ctx->backend, &rec, error_r) < 0)
+		return -1;
+	return fts_lmdb_box_record_put(ctx->backend, ctx->guid, &rec, error_r);
+}
+
 static int fts_lmdb_backend_get_last_uid(struct fts_backend *_backend,
 					 struct mailbox *box,
 					 uint32_t *last_uid_r)
@@ -501,9 +596,12 @@ static int fts_lmdb_backend_get_last_uid(struct fts_backend *_backend,
 	struct fts_lmdb_backend *backend =
 		container_of(_backend, struct fts_lmdb_backend, backend);
 	struct fts_lmdb_box_record rec;
+	struct fts_lmdb_box_reset_context reset_ctx;
 	struct mailbox_status status;
 	guid_128_t guid;
 	const char *error;
+	uint32_t other_uid = 0;
+	bool other_copy = FALSE;
 	int ret;
 
 	*last_uid_r = 0;
@@ -537,6 +635,15 @@ static int fts_lmdb_backend_get_last_uid(struct fts_backend *_backend,
 		return 0;
 	}
 	ret = fts_lmdb_box_record_get(backend, guid, &rec, &error);
+	if (ret > 0 && rec.uid_validity == status.uidvalidity &&
+	    rec.last_uid > 0) {
+		ret = fts_lmdb_box_check_copy(backend, box, &rec, &other_uid,
+					      &error);
+		if (ret == 0) {
+			other_copy = TRUE;
+			ret = 1;
+		}
+	}
 	fts_lmdb_db_read_release(backend->db);
 	if (ret < 0) {
 		/* the mail is all there: index it again */
@@ -544,6 +651,25 @@ static int fts_lmdb_backend_get_last_uid(struct fts_backend *_backend,
 		if (fts_lmdb_backend_rebuild(backend) == 0)
 			return 0;
 		*last_uid_r = status.uidnext - 1;
+		return 0;
+	}
+	if (other_copy) {
+		e_warning(backend->event, "Mailbox %s: UID %u is another "
+			  "message than the index has under it (the mailbox "
+			  "was restored or synced from a copy that had "
+			  "diverged): indexing the mailbox again",
+			  mailbox_get_vname(box), other_uid);
+		reset_ctx.backend = backend;
+		reset_ctx.guid = guid;
+		if (fts_lmdb_backend_write(backend, fts_lmdb_box_reset_txn,
+					   &reset_ctx, &error) < 0) {
+			/* the index is wrong for this mailbox and can't be
+			   changed: not using it is slow, not wrong */
+			e_error(backend->event,
+				"%s - searching without the index", error);
+			fts_lmdb_db_unref(&backend->db);
+			*last_uid_r = status.uidnext - 1;
+		}
 		return 0;
 	}
 	if (ret > 0 && rec.uid_validity == status.uidvalidity)

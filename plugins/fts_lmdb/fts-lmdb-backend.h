@@ -49,6 +49,11 @@ void fts_lmdb_backend_damaged(struct fts_lmdb_backend *backend,
 			      const char *error);
 
 int fts_lmdb_box_guid(struct mailbox *box, guid_128_t guid_r);
+/* What the guids database keeps of a message's GUID: 64 bits tell two
+   messages under one UID apart well enough. FALSE if it has no GUID. */
+#define FTS_LMDB_GUID_HASH_SIZE 8
+bool fts_lmdb_mail_guid_hash(struct mail *mail,
+			     uint8_t hash_r[FTS_LMDB_GUID_HASH_SIZE]);
 /* In the current transaction: 1 found, 0 not, -1 error */
 int fts_lmdb_box_record_get(struct fts_lmdb_backend *backend,
 			    const guid_128_t guid,
@@ -62,8 +67,8 @@ void fts_lmdb_token_key(buffer_t *key, uint32_t box_id,
 			const void *token, size_t size);
 /* segments are numbered big endian, so that they scan in order */
 void fts_lmdb_vocab_key(buffer_t *key, uint32_t box_id, uint32_t seg);
-/* the part map of a message: box id and UID, both big endian */
-void fts_lmdb_parts_key(buffer_t *key, uint32_t box_id, uint32_t uid);
+/* a message's key in parts and guids: box id and UID, UID big endian */
+void fts_lmdb_uid_key(buffer_t *key, uint32_t box_id, uint32_t uid);
 /* Drops the expunged messages' postings and rebuilds the vocabulary, in
    the open write transaction. */
 int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,

@@ -12,6 +12,8 @@
 #include <sys/statvfs.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <unistd.h>
 #include <lmdb.h>
 
@@ -21,6 +23,7 @@ static const char *const fts_lmdb_dbi_names[FTS_LMDB_DBI_COUNT] = {
 	[FTS_LMDB_DBI_META] = "meta",
 	[FTS_LMDB_DBI_BOXES] = "boxes",
 	[FTS_LMDB_DBI_PARTS] = "parts",
+	[FTS_LMDB_DBI_GUIDS] = "guids",
 	[FTS_LMDB_DBI_TOKENS] = "tokens",
 	[FTS_LMDB_DBI_VOCAB] = "vocab",
 };
@@ -44,6 +47,10 @@ struct fts_lmdb_db {
 	ino_t data_ino, lock_ino;
 	off_t lock_size;
 	unsigned int page_size;
+	/* the map and how much of it the file held when the transaction
+	   began, for fts_lmdb_db_value_valid() */
+	const char *map_addr;
+	size_t map_size, map_used;
 
 	bool map_full;
 	bool corrupted;
@@ -59,6 +66,73 @@ struct fts_lmdb_db_iter {
 };
 
 static struct fts_lmdb_db *fts_lmdb_dbs = NULL;
+
+/* LMDB trusts the pages it reads: garbage written into the middle of
+   data.mdb can make it follow an offset out of the page or the file, a
+   SIGSEGV or SIGBUS. The LMDB calls that walk the tree run under
+   FTS_LMDB_GUARDED(), which turns such a fault into MDB_CORRUPTED, so
+   that the index is dropped and rebuilt as for any damage LMDB reports.
+   Only the LMDB call itself runs guarded: the jump skips no Dovecot data
+   stack frame and no allocation of ours. A fault outside a guarded call
+   goes to whatever handler was there before (the default: a crash). */
+static sigjmp_buf *volatile fts_lmdb_fault_jmp = NULL;
+static struct sigaction fts_lmdb_old_segv, fts_lmdb_old_bus;
+static bool fts_lmdb_fault_handler_set = FALSE;
+
+static void fts_lmdb_fault_restore(void)
+{
+	if (!fts_lmdb_fault_handler_set)
+		return;
+	fts_lmdb_fault_handler_set = FALSE;
+	(void)sigaction(SIGSEGV, &fts_lmdb_old_segv, NULL);
+	(void)sigaction(SIGBUS, &fts_lmdb_old_bus, NULL);
+}
+
+static void fts_lmdb_fault_handler(int signo, siginfo_t *si ATTR_UNUSED,
+				   void *context ATTR_UNUSED)
+{
+	sigjmp_buf *jmp = fts_lmdb_fault_jmp;
+
+	if (jmp != NULL) {
+		fts_lmdb_fault_jmp = NULL;
+		siglongjmp(*jmp, signo);
+	}
+	/* Not in LMDB: returning runs the faulting instruction again,
+	   this time under the previous handler. */
+	fts_lmdb_fault_restore();
+}
+
+static void fts_lmdb_fault_handler_init(void)
+{
+	struct sigaction act;
+
+	if (fts_lmdb_fault_handler_set)
+		return;
+	i_zero(&act);
+	act.sa_sigaction = fts_lmdb_fault_handler;
+	/* SA_NODEFER: the jump leaves the handler without restoring the
+	   signal mask, and sigsetjmp(, 0) saves none (no syscall) */
+	act.sa_flags = SA_SIGINFO | SA_NODEFER;
+	sigemptyset(&act.sa_mask);
+	if (sigaction(SIGSEGV, &act, &fts_lmdb_old_segv) < 0)
+		return;
+	if (sigaction(SIGBUS, &act, &fts_lmdb_old_bus) < 0) {
+		(void)sigaction(SIGSEGV, &fts_lmdb_old_segv, NULL);
+		return;
+	}
+	fts_lmdb_fault_handler_set = TRUE;
+}
+
+#define FTS_LMDB_GUARDED(rc, call) STMT_START { \
+	sigjmp_buf fts_lmdb_jmp; \
+	if (sigsetjmp(fts_lmdb_jmp, 0) == 0) { \
+		fts_lmdb_fault_jmp = &fts_lmdb_jmp; \
+		(rc) = (call); \
+	} else { \
+		(rc) = MDB_CORRUPTED; \
+	} \
+	fts_lmdb_fault_jmp = NULL; \
+	} STMT_END
 
 static const char *
 fts_lmdb_db_error(struct fts_lmdb_db *db, const char *func, int rc)
@@ -246,12 +320,13 @@ static int fts_lmdb_db_open_dbis(struct fts_lmdb_db *db, const char **error_r)
 		return -1;
 	}
 	for (i = 0; i < FTS_LMDB_DBI_COUNT; i++) {
-		rc = mdb_dbi_open(txn, fts_lmdb_dbi_names[i], 0, &db->dbi[i]);
+		FTS_LMDB_GUARDED(rc, mdb_dbi_open(txn, fts_lmdb_dbi_names[i],
+						  0, &db->dbi[i]));
 		if (rc != 0)
 			break;
 	}
 	if (rc == 0) {
-		rc = mdb_txn_commit(txn);
+		FTS_LMDB_GUARDED(rc, mdb_txn_commit(txn));
 		if (rc != 0) {
 			*error_r = fts_lmdb_db_error(db, "mdb_txn_commit", rc);
 			return -1;
@@ -270,15 +345,15 @@ static int fts_lmdb_db_open_dbis(struct fts_lmdb_db *db, const char **error_r)
 		return -1;
 	}
 	for (i = 0; i < FTS_LMDB_DBI_COUNT && rc == 0; i++) {
-		rc = mdb_dbi_open(txn, fts_lmdb_dbi_names[i], MDB_CREATE,
-				  &db->dbi[i]);
+		FTS_LMDB_GUARDED(rc, mdb_dbi_open(txn, fts_lmdb_dbi_names[i],
+						  MDB_CREATE, &db->dbi[i]));
 	}
 	if (rc != 0) {
 		mdb_txn_abort(txn);
 		*error_r = fts_lmdb_db_error(db, "mdb_dbi_open", rc);
 		return -1;
 	}
-	rc = mdb_txn_commit(txn);
+	FTS_LMDB_GUARDED(rc, mdb_txn_commit(txn));
 	if (rc != 0) {
 		*error_r = fts_lmdb_db_error(db, "mdb_txn_commit", rc);
 		return -1;
@@ -311,6 +386,7 @@ static int fts_lmdb_db_open_env(struct fts_lmdb_db *db, const char **error_r)
 		*error_r = t_strdup_printf("mkdir(%s) failed: %m", db->dir);
 		return -1;
 	}
+	fts_lmdb_fault_handler_init();
 	rc = mdb_env_create(&db->env);
 	if (rc == 0)
 		rc = mdb_env_set_maxdbs(db->env, FTS_LMDB_DBI_COUNT + 4);
@@ -560,6 +636,38 @@ bool fts_lmdb_db_is_corrupted(struct fts_lmdb_db *db)
 	return db->corrupted;
 }
 
+static void fts_lmdb_db_note_map(struct fts_lmdb_db *db)
+{
+	MDB_envinfo info;
+
+	if (mdb_env_info(db->env, &info) != 0) {
+		db->map_addr = NULL;
+		return;
+	}
+	db->map_addr = info.me_mapaddr;
+	db->map_size = info.me_mapsize;
+	db->map_used = (info.me_last_pgno + 1) * (size_t)db->page_size;
+}
+
+/* A value LMDB returns lies in the part of the map the file holds, or
+   (in a write transaction) in a page it copied to memory. A size read
+   from a damaged page could point past the file: reading that would be
+   a SIGBUS in our own code. */
+static bool fts_lmdb_db_value_valid(struct fts_lmdb_db *db, const MDB_val *v)
+{
+	const char *p = v->mv_data;
+	size_t offset;
+
+	if (db->map_addr == NULL || v->mv_size == 0)
+		return TRUE;
+	if (p >= db->map_addr && p < db->map_addr + db->map_size) {
+		offset = p - db->map_addr;
+		return offset <= db->map_used &&
+			v->mv_size <= db->map_used - offset;
+	}
+	return db->wtxn != NULL;
+}
+
 static int fts_lmdb_db_adopt_mapsize(struct fts_lmdb_db *db,
 				     const char **error_r)
 {
@@ -614,6 +722,7 @@ int fts_lmdb_db_read_renew(struct fts_lmdb_db *db, const char **error_r)
 		return -1;
 	}
 	db->rtxn_active = TRUE;
+	fts_lmdb_db_note_map(db);
 	return 0;
 }
 
@@ -651,6 +760,7 @@ int fts_lmdb_db_write_begin(struct fts_lmdb_db *db, const char **error_r)
 		*error_r = fts_lmdb_db_error(db, "mdb_txn_begin", rc);
 		return -1;
 	}
+	fts_lmdb_db_note_map(db);
 	return 0;
 }
 
@@ -659,7 +769,7 @@ int fts_lmdb_db_write_commit(struct fts_lmdb_db *db, const char **error_r)
 	int rc;
 
 	i_assert(db->wtxn != NULL);
-	rc = mdb_txn_commit(db->wtxn);
+	FTS_LMDB_GUARDED(rc, mdb_txn_commit(db->wtxn));
 	db->wtxn = NULL;
 	if (rc != 0) {
 		*error_r = t_strconcat(
@@ -733,9 +843,11 @@ int fts_lmdb_db_get(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
 	MDB_val k = { key_size, (void *)key }, v;
 	int rc;
 
-	rc = mdb_get(fts_lmdb_db_txn(db), db->dbi[dbi], &k, &v);
+	FTS_LMDB_GUARDED(rc, mdb_get(fts_lmdb_db_txn(db), db->dbi[dbi], &k, &v));
 	if (rc == MDB_NOTFOUND)
 		return 0;
+	if (rc == 0 && !fts_lmdb_db_value_valid(db, &v))
+		rc = MDB_CORRUPTED;
 	if (rc != 0) {
 		*error_r = fts_lmdb_db_error(db, "mdb_get", rc);
 		return -1;
@@ -753,7 +865,7 @@ int fts_lmdb_db_put(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
 	int rc;
 
 	i_assert(db->wtxn != NULL);
-	rc = mdb_put(db->wtxn, db->dbi[dbi], &k, &v, 0);
+	FTS_LMDB_GUARDED(rc, mdb_put(db->wtxn, db->dbi[dbi], &k, &v, 0));
 	if (rc != 0) {
 		*error_r = fts_lmdb_db_error(db, "mdb_put", rc);
 		return -1;
@@ -768,7 +880,7 @@ int fts_lmdb_db_del(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
 	int rc;
 
 	i_assert(db->wtxn != NULL);
-	rc = mdb_del(db->wtxn, db->dbi[dbi], &k, NULL);
+	FTS_LMDB_GUARDED(rc, mdb_del(db->wtxn, db->dbi[dbi], &k, NULL));
 	if (rc != 0 && rc != MDB_NOTFOUND) {
 		*error_r = fts_lmdb_db_error(db, "mdb_del", rc);
 		return -1;
@@ -808,12 +920,15 @@ bool fts_lmdb_db_iter_next(struct fts_lmdb_db_iter *iter,
 		iter->started = TRUE;
 		k.mv_size = iter->prefix_size;
 		k.mv_data = (void *)iter->prefix;
-		rc = iter->prefix_size == 0 ?
-			mdb_cursor_get(iter->cursor, &k, &v, MDB_FIRST) :
-			mdb_cursor_get(iter->cursor, &k, &v, MDB_SET_RANGE);
+		FTS_LMDB_GUARDED(rc, mdb_cursor_get(iter->cursor, &k, &v,
+			iter->prefix_size == 0 ? MDB_FIRST : MDB_SET_RANGE));
 	} else {
-		rc = mdb_cursor_get(iter->cursor, &k, &v, MDB_NEXT);
+		FTS_LMDB_GUARDED(rc, mdb_cursor_get(iter->cursor, &k, &v,
+						    MDB_NEXT));
 	}
+	if (rc == 0 && (!fts_lmdb_db_value_valid(iter->db, &k) ||
+			!fts_lmdb_db_value_valid(iter->db, &v)))
+		rc = MDB_CORRUPTED;
 	if (rc != 0) {
 		if (rc != MDB_NOTFOUND)
 			iter->error = rc;

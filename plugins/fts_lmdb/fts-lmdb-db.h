@@ -16,6 +16,8 @@ enum fts_lmdb_dbi {
 	FTS_LMDB_DBI_VOCAB,
 	/* box id + UID (4+4 bytes, big endian) -> part map (partial fetch) */
 	FTS_LMDB_DBI_PARTS,
+	/* box id + UID -> the first 8 bytes of the message's GUID hash */
+	FTS_LMDB_DBI_GUIDS,
 
 	FTS_LMDB_DBI_COUNT
 };

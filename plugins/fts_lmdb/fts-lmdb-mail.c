@@ -112,7 +112,7 @@ fts_lmdb_mail_map_read(struct fts_lmdb_mail *fmail, struct mail *mail)
 			mail->uid > rec.last_uid))
 		ret = 0;
 	if (ret > 0) {
-		fts_lmdb_parts_key(key, rec.box_id, mail->uid);
+		fts_lmdb_uid_key(key, rec.box_id, mail->uid);
 		ret = fts_lmdb_db_get(backend->db, FTS_LMDB_DBI_PARTS,
 				      key->data, key->used, &data,
 				      &data_size, &error);

@@ -44,6 +44,11 @@ struct fts_lmdb_batch_map {
 	size_t offset, size;
 };
 
+struct fts_lmdb_batch_guid {
+	uint32_t uid;
+	uint8_t hash[FTS_LMDB_GUID_HASH_SIZE];
+};
+
 struct fts_lmdb_update_context {
 	struct fts_backend_update_context ctx;
 	struct fts_lmdb_backend *backend;
@@ -67,6 +72,7 @@ struct fts_lmdb_update_context {
 	ARRAY(struct fts_lmdb_batch_entry) entries;
 	ARRAY_TYPE(seq_range) expunged;
 	ARRAY(struct fts_lmdb_batch_map) maps;
+	ARRAY(struct fts_lmdb_batch_guid) guids;
 	buffer_t *map_data;
 	buffer_t *lookup_key;
 	uint32_t batch_last_uid;
@@ -101,6 +107,7 @@ fts_lmdb_update_init(struct fts_backend *_backend)
 	i_array_init(&ctx->entries, 4096);
 	i_array_init(&ctx->expunged, 16);
 	i_array_init(&ctx->maps, 16);
+	i_array_init(&ctx->guids, 64);
 	ctx->map_data = buffer_create_dynamic(default_pool, 1024);
 	ctx->lookup_key = buffer_create_dynamic(default_pool,
 						FTS_LMDB_TOKEN_MAX + 1);
@@ -116,6 +123,7 @@ static void fts_lmdb_batch_clear(struct fts_lmdb_update_context *ctx)
 	array_clear(&ctx->entries);
 	array_clear(&ctx->expunged);
 	array_clear(&ctx->maps);
+	array_clear(&ctx->guids);
 	buffer_set_used_size(ctx->map_data, 0);
 	ctx->batch_last_uid = 0;
 	ctx->batch_docs = 0;
@@ -274,9 +282,12 @@ static int fts_lmdb_flush_expunged(struct fts_lmdb_update_context *ctx,
 		     uid <= rec->last_uid; uid++) {
 			/* part maps go at once: nothing filters them at
 			   fetch time */
-			fts_lmdb_parts_key(parts_key, rec->box_id, uid);
+			fts_lmdb_uid_key(parts_key, rec->box_id, uid);
 			if (fts_lmdb_db_del(ctx->backend->db,
 					    FTS_LMDB_DBI_PARTS, parts_key->data,
+					    parts_key->used, error_r) < 0 ||
+			    fts_lmdb_db_del(ctx->backend->db,
+					    FTS_LMDB_DBI_GUIDS, parts_key->data,
 					    parts_key->used, error_r) < 0)
 				return -1;
 			if (!seq_range_array_add(&all, uid))
@@ -301,12 +312,28 @@ static int fts_lmdb_flush_maps(struct fts_lmdb_update_context *ctx,
 	buffer_t *key = t_buffer_create(8);
 
 	array_foreach(&ctx->maps, map) {
-		fts_lmdb_parts_key(key, box_id, map->uid);
+		fts_lmdb_uid_key(key, box_id, map->uid);
 		if (fts_lmdb_db_put(ctx->backend->db, FTS_LMDB_DBI_PARTS,
 				    key->data, key->used,
 				    CONST_PTR_OFFSET(ctx->map_data->data,
 						     map->offset),
 				    map->size, error_r) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int fts_lmdb_flush_guids(struct fts_lmdb_update_context *ctx,
+				uint32_t box_id, const char **error_r)
+{
+	const struct fts_lmdb_batch_guid *guid;
+	buffer_t *key = t_buffer_create(8);
+
+	array_foreach(&ctx->guids, guid) {
+		fts_lmdb_uid_key(key, box_id, guid->uid);
+		if (fts_lmdb_db_put(ctx->backend->db, FTS_LMDB_DBI_GUIDS,
+				    key->data, key->used, guid->hash,
+				    sizeof(guid->hash), error_r) < 0)
 			return -1;
 	}
 	return 0;
@@ -404,6 +431,7 @@ static int fts_lmdb_flush_txn(void *context, const char **error_r)
 		rec.last_uid = ctx->batch_last_uid;
 	rec.doc_count += ctx->batch_docs;
 	if (fts_lmdb_flush_maps(ctx, rec.box_id, error_r) < 0 ||
+	    fts_lmdb_flush_guids(ctx, rec.box_id, error_r) < 0 ||
 	    fts_lmdb_flush_expunged(ctx, &rec, error_r) < 0)
 		return -1;
 	if (rec.expunged_count >= FTS_LMDB_PURGE_MIN_EXPUNGED &&
@@ -427,6 +455,7 @@ static void fts_lmdb_update_flush(struct fts_lmdb_update_context *ctx)
 
 	if (!ctx->box_ok ||
 	    (array_count(&ctx->entries) == 0 && array_count(&ctx->maps) == 0 &&
+	     array_count(&ctx->guids) == 0 &&
 	     array_count(&ctx->expunged) == 0 && !ctx->box_reset)) {
 		fts_lmdb_batch_clear(ctx);
 		return;
@@ -496,6 +525,7 @@ int fts_lmdb_update_deinit(struct fts_backend_update_context *_ctx)
 	array_free(&ctx->entries);
 	array_free(&ctx->expunged);
 	array_free(&ctx->maps);
+	array_free(&ctx->guids);
 	buffer_free(&ctx->map_data);
 	buffer_free(&ctx->lookup_key);
 	i_free(ctx);
@@ -564,6 +594,23 @@ void fts_lmdb_update_expunge(struct fts_backend_update_context *_ctx,
 		container_of(_ctx, struct fts_lmdb_update_context, ctx);
 
 	seq_range_array_add(&ctx->expunged, uid);
+}
+
+/* Recorded for every message the index covers, so that a copy of the
+   mailbox with other mail under the same UIDs can be told apart (see
+   fts_lmdb_box_check_copy()). */
+static void fts_lmdb_update_guid_mail(struct fts_lmdb_update_context *ctx,
+				      uint32_t uid)
+{
+	struct fts_lmdb_batch_guid *guid;
+	uint8_t hash[FTS_LMDB_GUID_HASH_SIZE];
+
+	if (!fts_lmdb_mail_guid_hash(ctx->mail, hash))
+		return;
+	guid = array_append_space(&ctx->guids);
+	guid->uid = uid;
+	memcpy(guid->hash, hash, sizeof(guid->hash));
+	ctx->batch_bytes += sizeof(*guid) + 16;
 }
 
 static void fts_lmdb_update_map_mail(struct fts_lmdb_update_context *ctx,
@@ -654,6 +701,7 @@ static void fts_lmdb_update_index_mail(struct fts_lmdb_update_context *ctx,
 	fts_lmdb_batch_add_special(ctx, FTS_LMDB_KEY_ALL, 1);
 	if (ret >= 0 && backend->set.partial_fetch)
 		fts_lmdb_update_map_mail(ctx, uid);
+	fts_lmdb_update_guid_mail(ctx, uid);
 	ctx->batch_last_uid = uid;
 	ctx->batch_docs++;
 	ctx->indexed_last_uid = uid;
