@@ -18,9 +18,12 @@ fts_lmdb:
      (bench/fts.py; its own table goes to build/bench/fts-results.txt).
   5. partial fetch of a 30 MB attachment in a 40 MB message, stock
      against fts_lmdb: 64 KiB BODY/BINARY slices and BINARY.SIZE on fresh
-     connections, server CPU of slicing the whole attachment, size of the
-     part maps (bench/partial.py; its table goes to
-     build/bench/partial-results.txt).
+     connections; the server CPU that fetching the whole attachment in
+     slices, a connection each, adds over empty sessions, against one
+     whole fetch (reused imap processes read from /proc/<pid>/schedstat,
+     and a process per connection); size of the part maps
+     (bench/partial.py; its table goes to build/bench/partial-results.txt;
+     --partial-args --profile adds a perf profile of the slices).
 
 Results are printed and written to build/bench/results.txt. Nothing here is
 a pass/fail test: machines are noisy, so compare the ratios.
