@@ -29,7 +29,8 @@ Every answer the driver can predict is checked while the load runs: FETCH
 slices against the generated message, a search for a message's unique
 word must find exactly that message, RETR returns the delivered message,
 a keep device is never listed mail it deleted (or, new-only, retrieved),
-the read-only user can change nothing. The run stops after --seconds or
+the read-only user can change nothing, a UID EXPUNGE or UID MOVE that
+answers OK reports each of its UIDs expunged. The run stops after --seconds or
 --max-requests requests, whichever comes first, and then checks:
 
   1. zero protocol errors (unexpected NO/BAD/-ERR/LMTP failure, wrong
@@ -37,7 +38,8 @@ the read-only user can change nothing. The run stops after --seconds or
   2. no Panic/Fatal/"killed with signal"/segfault (nor Error) in the log;
   3. every delivered message accounted for: per user, the Message-IDs
      delivered (and preloaded) are exactly those in the mailboxes plus
-     those the IMAP clients expunged (POP3 with keep removed none);
+     those the IMAP clients expunged (POP3 with keep removed none), and
+     nothing was expunged that wasn't delivered;
   4. every search answer equal to stock Dovecot's: a stock Dovecot (no
      plugins) on a copy of the final maildirs answers the same queries,
      per user per mailbox (plus FETCH slices, compared byte for byte);
@@ -327,6 +329,8 @@ class Ledger:
         # (user, Message-ID) -> [(t, what happened)]: for failure reports
         self.history: dict = collections.defaultdict(list)
         self.t0 = time.monotonic()
+        # --trace: every IMAP client's exchange goes to trace_dir/imapN.log
+        self.trace_dir: Optional[Path] = None
 
     # -------------------------------------------------------- counting
 
@@ -408,6 +412,14 @@ class ImapClient:
         self.mailbox = ""
         self.readonly = False
         self.view: list[int] = []
+        self.last_fetch = None      # the reply of the last fetch_keys()
+        self.trace = None
+        if ledger.trace_dir is not None:
+            self.trace = open(ledger.trace_dir / f"{self.name}.log", "w", buffering=1 << 16)
+
+    def tr(self, line: str) -> None:
+        if self.trace is not None:
+            self.trace.write(f"{time.monotonic() - self.ledger.t0:9.3f} {line}\n")
 
     # -------------------------------------------------------- plumbing
 
@@ -415,13 +427,27 @@ class ImapClient:
         """Send one command, count it; None (after recording an error)
         unless the reply is OK or an expected refusal."""
         start = time.perf_counter()
+        if self.trace is not None:
+            c = command if isinstance(command, str) else command.decode(errors="replace")
+            self.tr(f"C: {self.user} {self.mailbox}: {c[:300]}")
         reply = self.conn.command(command)
         self.ledger.count(kind, time.perf_counter() - start)
+        if self.trace is not None:
+            for u in reply.untagged:
+                self.tr(f"S: {u[:200]!r}")
+            self.tr(f"S: {reply.status[:200]!r}")
         if reply.ok:
             for u in reply.untagged if kind != "imap.logout" else ():
                 if u.startswith(b"* BYE"):
                     self.ledger.error(self.name, f"{self.user}: {command!r}: {u!r}")
                     self.conn.alive = False
+                elif u.startswith((b"* NO", b"* BAD")):
+                    # a failed mailbox sync: Dovecot reports it untagged and
+                    # still answers the command OK (an EXPUNGE then stays
+                    # pending in the index)
+                    self.ledger.error(self.name, f"{self.user} {self.mailbox}: "
+                                                 f"{str(command)[:160]!r}: "
+                                                 f"{u.strip()[:200]!r} before the OK")
             return reply
         text = reply.status.decode(errors="replace").strip()
         if uids and self.ledger.any_claimed(self.user, self.mailbox, uids) and \
@@ -461,6 +487,8 @@ class ImapClient:
                     except OSError:
                         pass
                     self.conn = None
+                if self.trace is not None:
+                    self.trace.flush()
 
     def session(self) -> None:
         rng = self.rng
@@ -469,6 +497,7 @@ class ImapClient:
         start = time.perf_counter()
         self.conn = RawImap(self.dc.imap_port, self.user, mailbox=None,
                             timeout=IO_TIMEOUT)
+        self.tr(f"-- session {self.user} from port {self.conn.sock.getsockname()[1]}")
         self.ledger.count("imap.login", time.perf_counter() - start)
         self.select(rng.choice(MAILBOXES) if rng.random() < 0.3 else "INBOX")
         for _ in range(rng.randint(10, 60)):
@@ -486,6 +515,11 @@ class ImapClient:
         if self.readonly and b"[READ-ONLY]" not in reply.status:
             self.ledger.wrong_answer(self.name, f"{self.user}: SELECT {mailbox} "
                                                 f"not READ-ONLY: {reply.status!r}")
+        if not self.readonly and b"[READ-WRITE]" not in reply.status:
+            # a read-only mailbox answers STORE and EXPUNGE with OK and
+            # ignores them
+            self.ledger.wrong_answer(self.name, f"{self.user}: SELECT {mailbox} "
+                                                f"not READ-WRITE: {reply.status!r}")
         self.refresh()
         if not self.readonly:
             over = len(self.view) - TARGET[mailbox]
@@ -525,6 +559,7 @@ class ImapClient:
         not ours, another client may expunge them meanwhile."""
         reply = self.cmd("imap.fetch", "UID FETCH %s (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
                          % ",".join(map(str, uids)), uids if racy else ())
+        self.last_fetch = reply
         out = {}
         if reply is None:
             return out
@@ -717,22 +752,53 @@ class ImapClient:
         ids = self.claimed_ids(uids)
         if ids is None:
             return
+        fetched = self.last_fetch
         uidset = ",".join(map(str, uids))
-        if self.cmd("imap.store", f"UID STORE {uidset} +FLAGS.SILENT (\\Deleted)") is None:
+        stored = self.cmd("imap.store", f"UID STORE {uidset} +FLAGS.SILENT (\\Deleted)")
+        if stored is None:
             return
-        # (its untagged EXPUNGEs also report other sessions' expunges, so
-        # they prove nothing; the final accounting does)
         reply = self.cmd("imap.expunge", f"UID EXPUNGE {uidset}")
         if reply is None:
             return
         with self.ledger.lock:
             self.ledger.expunged[self.user].update(ids)
-        gone = sum(1 for u in reply.untagged if re.match(rb"\* \d+ EXPUNGE", u))
-        for uid, msgid in zip(uids, ids):
-            self.ledger.note(self.user, msgid, f"{self.name}: {self.mailbox} UID {uid} "
-                                               f"UID EXPUNGE {uidset}: OK, {gone} EXPUNGE "
-                                               "responses")
         self.view = [u for u in self.view if u not in uids]
+        self.check_removed("UID EXPUNGE", uids, ids, fetched, stored, reply)
+
+    def check_removed(self, what: str, uids: list[int], ids: list[str], fetched,
+                      stored, reply) -> None:
+        """A UID EXPUNGE or UID MOVE of claimed UIDs answered OK: the
+        session must have been told that each of them was expunged, by an
+        EXPUNGE response of that command (other sessions' expunges add
+        more of them, so counting proves nothing: the responses are
+        followed through the UIDs' sequence numbers, as learned from the
+        FETCH of their Message-IDs). Also recorded in each message's
+        history, which the accounting prints if a message stayed."""
+        before, during = expunged_by(uids, [fetched, stored], [reply])
+        uidset = ",".join(map(str, uids))
+        status = reply.status.decode(errors="replace").strip()
+        if b"ignored" in reply.status.lower():
+            self.ledger.wrong_answer(self.name, f"{self.user} {self.mailbox}: {what} {uidset} "
+                                                f"-> {status}")
+        if before:
+            self.ledger.wrong_answer(self.name, f"{self.user} {self.mailbox}: claimed UIDs "
+                                                f"{sorted(before)} expunged by someone else "
+                                                f"before {what} {uidset}")
+        kept = [u for u in uids if u not in during and u not in before]
+        if kept:
+            self.ledger.wrong_answer(self.name, f"{self.user} {self.mailbox}: {what} {uidset} "
+                                                f"-> {status}, but no EXPUNGE response for "
+                                                f"UIDs {kept}")
+        for _ in during:
+            self.ledger.checked(f"{what.split()[-1].lower()} reported")
+        self.tr(f"== {what} {uidset}: reported expunged {sorted(during)}, before "
+                f"{sorted(before)}, not {kept}")
+        for uid, msgid in zip(uids, ids):
+            told = ("reported expunged" if uid in during else
+                    "expunged BEFORE the command" if uid in before else
+                    "NOT reported expunged")
+            self.ledger.note(self.user, msgid, f"{self.name}: {self.mailbox} UID {uid} "
+                                               f"{what} {uidset}: {status}, {told}")
 
     def claimed_ids(self, uids: list[int]) -> Optional[list[str]]:
         """Message-IDs of UIDs this client claimed; they must all exist
@@ -759,6 +825,7 @@ class ImapClient:
         ids = self.claimed_ids(uids) if uids else None
         if not ids:
             return
+        fetched = self.last_fetch
         reply = self.cmd("imap.move", f"UID MOVE {','.join(map(str, uids))} Archive")
         if reply is not None:
             with self.ledger.lock:
@@ -769,6 +836,35 @@ class ImapClient:
             for uid, msgid in zip(uids, ids):
                 self.ledger.note(self.user, msgid, f"{self.name}: INBOX UID {uid} moved to "
                                                    f"Archive, {copyuid}")
+            self.check_removed("UID MOVE", uids, ids, fetched, None, reply)
+
+
+def expunged_by(uids: list[int], earlier: list, replies: list) -> tuple[set, set]:
+    """Which of `uids` the untagged EXPUNGE responses report expunged: in
+    the `earlier` replies (a FETCH naming the UIDs, then e.g. a STORE) and
+    in `replies`. A UID's sequence number is learned from a FETCH response
+    that names it and followed through the EXPUNGE responses after it."""
+    seq_of: dict[int, int] = {}
+    found: tuple[set, set] = (set(), set())
+    for which, group in enumerate((earlier, replies)):
+        for reply in group:
+            for u in (reply.untagged if reply is not None else ()):
+                m = re.match(rb"\* (\d+) (EXPUNGE|FETCH)\b", u)
+                if not m:
+                    continue
+                n = int(m.group(1))
+                if m.group(2) == b"FETCH":
+                    k = re.search(rb"\bUID (\d+)", u.split(b"\r\n", 1)[0])
+                    if k and int(k.group(1)) in uids:
+                        seq_of[int(k.group(1))] = n
+                    continue
+                for uid, seq in list(seq_of.items()):
+                    if seq == n:
+                        found[which].add(uid)
+                        del seq_of[uid]
+                    elif seq > n:
+                        seq_of[uid] = seq - 1
+    return found
 
 
 class Pop3Device:
@@ -947,6 +1043,7 @@ class Deliverer:
     def run(self) -> None:
         while not self.ledger.stop.is_set():
             conn = None
+            inflight: tuple = (None, [])    # a delivery without its replies yet
             try:
                 conn = LmtpSession(self.dc.lmtp_port)
                 for _ in range(self.rng.randint(5, 50)):
@@ -955,9 +1052,11 @@ class Deliverer:
                     self.n += 1
                     msg = gen_message(self.seed, self.src, self.n)
                     rcpts = self.recipients()
+                    inflight = (msg, rcpts)
                     start = time.perf_counter()
                     results = conn.deliver(rcpts, msg.raw)
                     self.ledger.count("lmtp.deliver", time.perf_counter() - start)
+                    inflight = (None, [])
                     for r, code, text in results:
                         if code == 250:
                             with self.ledger.lock:
@@ -966,8 +1065,13 @@ class Deliverer:
                             self.ledger.note(r, msg.msgid, f"{self.name}: delivered")
                         else:
                             self.ledger.error(self.name, f"{msg.msgid} to {r}: {text}")
+                            self.ledger.note(r, msg.msgid, f"{self.name}: refused: {text}")
             except Exception as e:      # noqa: BLE001
                 self.ledger.error(self.name, f"{type(e).__name__}: {e}")
+                lost, rcpts = inflight
+                for r in rcpts:     # it may have been stored all the same
+                    self.ledger.note(r, lost.msgid, f"{self.name}: delivery failed: "
+                                                    f"{type(e).__name__}: {e}")
                 time.sleep(0.2)
             finally:
                 if conn is not None:
@@ -1297,8 +1401,11 @@ def start_server(args, work: Path) -> DovecotInstance:
     cores = os.cpu_count() or 1
     dc = DovecotInstance(
         plugin_dir=private_plugin_dir(work, args.plugin_dir),
-        mail_plugins="access_rules leave_on_server fts fts_lmdb",
+        mail_plugins="access_rules leave_on_server fts fts_lmdb"
+                     + (" notify mail_log" if args.trace else ""),
         plugin_settings={
+            **({"mail_log_events": "delete undelete expunge copy flag_change save",
+                "mail_log_fields": "uid box msgid flags"} if args.trace else {}),
             "access_rules_file": str(rules),
             "leave_on_server_policy": "keep",
             "fts": "lmdb",
@@ -1354,6 +1461,10 @@ def check_accounting(dc: DovecotInstance, ledger: Ledger) -> tuple[list[str], st
         present_set = set(present)
         lost = delivered - present_set - expunged
         unknown = present_set - delivered
+        # a delivery whose reply was lost (the LMTP process died, say) may
+        # still have been stored: whether an IMAP client then expunged it
+        # or it stayed, it was never delivered as far as the driver knows
+        ghosts = expunged - delivered
         back = present_set & expunged
         totals["delivered"] += len(delivered)
         totals["present"] += len(present_set)
@@ -1364,6 +1475,7 @@ def check_accounting(dc: DovecotInstance, ledger: Ledger) -> tuple[list[str], st
         for what, ids in (("missing (neither present nor expunged by IMAP)", lost),
                           ("present but never delivered", unknown),
                           ("present although expunged", back),
+                          ("expunged by IMAP but never delivered", ghosts),
                           ("present more than once", dupes)):
             if ids:
                 fails.append(f"{user}: {len(ids)} messages {what}: "
@@ -1532,6 +1644,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def main() -> int:
+    global RW_USERS, USERS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=120)
     ap.add_argument("--max-requests", type=int, default=1_000_000,
@@ -1547,7 +1660,16 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true",
                     help="keep the instance directory (also KEEP_DOVECOT=1)")
     ap.add_argument("--out", type=Path, default=OUT_DIR)
+    ap.add_argument("--trace", action="store_true",
+                    help="diagnosis: log every IMAP client's exchange to OUT/trace/, and "
+                         "expunges, copies and flag changes in Dovecot's log (mail_log; "
+                         "its pop3 'expunge' lines are DELEs leave_on_server only hid)")
+    ap.add_argument("--rw-users", type=int, default=len(RW_USERS), choices=range(2, 5),
+                    help="diagnosis: load only the first N read-write users (more "
+                         "contention per mailbox; default %(default)s)")
     args = ap.parse_args()
+    RW_USERS = RW_USERS[:args.rw_users]
+    USERS = RW_USERS + (RO_USER,)
     if args.imap_clients < 1 or args.pop3_devices < 0 or args.deliverers < 1:
         ap.error("need at least one IMAP client and one deliverer")
     if args.keep:
@@ -1560,6 +1682,9 @@ def main() -> int:
         f"{args.deliverers} LMTP deliverers, seed {args.seed}, {cores} cores")
     work = Path(tempfile.mkdtemp(prefix="soak-", dir="/tmp"))
     ledger = Ledger(args.max_requests)
+    if args.trace:
+        ledger.trace_dir = args.out / "trace"
+        ledger.trace_dir.mkdir(parents=True, exist_ok=True)
     dc = None
     rc = 2
     try:
@@ -1585,6 +1710,8 @@ def main() -> int:
                 rc = 1
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"--keep: leaving {work}")
     return rc
 
 
