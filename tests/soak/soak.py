@@ -546,6 +546,14 @@ class ImapClient:
                     break
         return out
 
+    def pick_keyed(self) -> Optional[tuple[int, tuple[int, int]]]:
+        """An unclaimed UID of the view and its (src, n), or None."""
+        uids = self.pick(1)
+        if not uids:
+            return None
+        key = self.key_of(uids[0])
+        return None if key is None else (uids[0], key)
+
     def key_of(self, uid: int) -> Optional[tuple[int, int]]:
         k = (self.user, self.mailbox, uid)
         with self.ledger.lock:
@@ -622,13 +630,10 @@ class ImapClient:
     def search_unique(self) -> None:
         """A query only one message of the mailbox matches: the answer must
         be exactly its UID, unless someone claimed it meanwhile."""
-        uids = self.pick(1)
-        if not uids:
+        picked = self.pick_keyed()
+        if picked is None:
             return
-        uid = uids[0]
-        key = self.key_of(uid)
-        if key is None:
-            return
+        uid, key = picked
         src, n = key
         query = self.rng.choice([
             f'BODY "{body_token(src, n)}"', f'TEXT "{body_token(src, n).upper()}"',
@@ -651,13 +656,10 @@ class ImapClient:
                                             f"-> {found[:10]}, expected [{uid}]")
 
     def fetch(self) -> None:
-        uids = self.pick(1)
-        if not uids:
+        picked = self.pick_keyed()
+        if picked is None:
             return
-        uid = uids[0]
-        key = self.key_of(uid)
-        if key is None:
-            return
+        uid, key = picked
         msg = gen_message(self.seed, *key)
         rng = self.rng
         choices = ["text", "part1"]
