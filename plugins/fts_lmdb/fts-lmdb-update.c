@@ -253,13 +253,13 @@ static int fts_lmdb_flush_expunged(struct fts_lmdb_update_context *ctx,
 	struct fts_lmdb_postings_iter piter;
 	const struct seq_range *range;
 	ARRAY_TYPE(seq_range) all;
-	buffer_t *key, *value, *parts_key;
+	buffer_t *key, *value, *uid_key;
 	uint32_t uid, mask;
 
 	if (array_count(&ctx->expunged) == 0)
 		return 0;
 	key = t_buffer_create(8);
-	parts_key = t_buffer_create(8);
+	uid_key = t_buffer_create(8);
 	value = t_buffer_create(256);
 	fts_lmdb_token_key(key, rec->box_id, FTS_LMDB_KEY_EXPUNGED,
 			   strlen(FTS_LMDB_KEY_EXPUNGED));
@@ -282,13 +282,13 @@ static int fts_lmdb_flush_expunged(struct fts_lmdb_update_context *ctx,
 		     uid <= rec->last_uid; uid++) {
 			/* part maps go at once: nothing filters them at
 			   fetch time */
-			fts_lmdb_uid_key(parts_key, rec->box_id, uid);
+			fts_lmdb_uid_key(uid_key, rec->box_id, uid);
 			if (fts_lmdb_db_del(ctx->backend->db,
-					    FTS_LMDB_DBI_PARTS, parts_key->data,
-					    parts_key->used, error_r) < 0 ||
+					    FTS_LMDB_DBI_PARTS, uid_key->data,
+					    uid_key->used, error_r) < 0 ||
 			    fts_lmdb_db_del(ctx->backend->db,
-					    FTS_LMDB_DBI_GUIDS, parts_key->data,
-					    parts_key->used, error_r) < 0)
+					    FTS_LMDB_DBI_GUIDS, uid_key->data,
+					    uid_key->used, error_r) < 0)
 				return -1;
 			if (!seq_range_array_add(&all, uid))
 				rec->expunged_count++;
