@@ -21,6 +21,14 @@ struct access_rules_mailbox {
 	struct access_rules_user *auser;
 };
 
+struct access_rules_mail {
+	union mail_module_context module_ctx;
+	/* The outermost expunge when this plugin's hook ran. A refused
+	   expunge stops before it, so that plugins loaded earlier
+	   (lazy_expunge) don't act on an expunge that won't happen. */
+	void (*outer_expunge)(struct mail *mail);
+};
+
 struct access_rules_mailbox_list {
 	union mailbox_list_module_context module_ctx;
 	struct access_rules_user *auser;
@@ -193,6 +201,21 @@ access_rules_copy(struct mail_save_context *ctx, struct mail *mail)
 	return abox->module_ctx.super.copy(ctx, mail);
 }
 
+/* Metadata (SETMETADATA, and the state other plugins keep in
+   attributes) is part of what a read-only session leaves alone. */
+static int
+access_rules_attribute_set(struct mailbox_transaction_context *t,
+			   enum mail_attribute_type type_flags,
+			   const char *key,
+			   const struct mail_attribute_value *value)
+{
+	struct access_rules_mailbox *abox = ACCESS_RULES_STORAGE_CONTEXT(t->box);
+
+	if (access_rules_box_check_writable(t->box) < 0)
+		return -1;
+	return abox->module_ctx.super.attribute_set(t, type_flags, key, value);
+}
+
 static int
 access_rules_transaction_commit(struct mailbox_transaction_context *t,
 				struct mail_transaction_commit_changes *changes_r)
@@ -214,7 +237,7 @@ access_rules_mail_update_flags(struct mail *_mail, enum modify_type modify_type,
 			       enum mail_flags flags)
 {
 	struct mail_private *mail = (struct mail_private *)_mail;
-	union mail_module_context *amail = ACCESS_RULES_MAIL_CONTEXT(mail);
+	struct access_rules_mail *amail = ACCESS_RULES_MAIL_CONTEXT(mail);
 	struct access_rules_mailbox *abox =
 		ACCESS_RULES_STORAGE_CONTEXT(_mail->box);
 
@@ -222,7 +245,7 @@ access_rules_mail_update_flags(struct mail *_mail, enum modify_type modify_type,
 	   explicit IMAP STORE was already refused with an error */
 	if (access_rules_user_is_readonly(abox->auser))
 		return;
-	amail->super.update_flags(_mail, modify_type, flags);
+	amail->module_ctx.super.update_flags(_mail, modify_type, flags);
 }
 
 static void
@@ -231,19 +254,19 @@ access_rules_mail_update_keywords(struct mail *_mail,
 				  struct mail_keywords *keywords)
 {
 	struct mail_private *mail = (struct mail_private *)_mail;
-	union mail_module_context *amail = ACCESS_RULES_MAIL_CONTEXT(mail);
+	struct access_rules_mail *amail = ACCESS_RULES_MAIL_CONTEXT(mail);
 	struct access_rules_mailbox *abox =
 		ACCESS_RULES_STORAGE_CONTEXT(_mail->box);
 
 	if (access_rules_user_is_readonly(abox->auser))
 		return;
-	amail->super.update_keywords(_mail, modify_type, keywords);
+	amail->module_ctx.super.update_keywords(_mail, modify_type, keywords);
 }
 
 static void access_rules_mail_expunge(struct mail *_mail)
 {
 	struct mail_private *mail = (struct mail_private *)_mail;
-	union mail_module_context *amail = ACCESS_RULES_MAIL_CONTEXT(mail);
+	struct access_rules_mail *amail = ACCESS_RULES_MAIL_CONTEXT(mail);
 	struct access_rules_mailbox *abox =
 		ACCESS_RULES_STORAGE_CONTEXT(_mail->box);
 
@@ -253,26 +276,40 @@ static void access_rules_mail_expunge(struct mail *_mail)
 				   &access_rules_transaction_refused);
 		return;
 	}
-	amail->super.expunge(_mail);
+	amail->outer_expunge(_mail);
+}
+
+/* The wrapper chain at this plugin's place in it: on to the wrappers
+   added after this plugin's hook, and to the storage. */
+static void access_rules_mail_expunge_inner(struct mail *_mail)
+{
+	struct mail_private *mail = (struct mail_private *)_mail;
+	struct access_rules_mail *amail = ACCESS_RULES_MAIL_CONTEXT(mail);
+
+	amail->module_ctx.super.expunge(_mail);
 }
 
 void access_rules_mail_allocated(struct mail *_mail)
 {
 	struct mail_private *mail = (struct mail_private *)_mail;
 	struct mail_vfuncs *v = mail->vlast;
-	union mail_module_context *amail;
+	struct access_rules_mail *amail;
 
 	if (MODULE_CONTEXT(_mail->box, access_rules_storage_module) == NULL)
 		return;
 
-	amail = p_new(mail->pool, union mail_module_context, 1);
-	amail->super = *v;
-	mail->vlast = &amail->super;
+	amail = p_new(mail->pool, struct access_rules_mail, 1);
+	amail->module_ctx.super = *v;
+	mail->vlast = &amail->module_ctx.super;
 
 	v->update_flags = access_rules_mail_update_flags;
 	v->update_keywords = access_rules_mail_update_keywords;
-	v->expunge = access_rules_mail_expunge;
-	MODULE_CONTEXT_SET_SELF(mail, access_rules_mail_module, amail);
+	/* expunge goes outside every wrapper made so far, not just the
+	   last one */
+	v->expunge = access_rules_mail_expunge_inner;
+	amail->outer_expunge = mail->v.expunge;
+	mail->v.expunge = access_rules_mail_expunge;
+	MODULE_CONTEXT_SET(mail, access_rules_mail_module, amail);
 }
 
 void access_rules_mailbox_allocated(struct mailbox *box)
@@ -298,6 +335,7 @@ void access_rules_mailbox_allocated(struct mailbox *box)
 	v->rename_box = access_rules_mailbox_rename;
 	v->save_begin = access_rules_save_begin;
 	v->copy = access_rules_copy;
+	v->attribute_set = access_rules_attribute_set;
 	v->transaction_commit = access_rules_transaction_commit;
 	MODULE_CONTEXT_SET(box, access_rules_storage_module, abox);
 }

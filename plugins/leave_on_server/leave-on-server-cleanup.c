@@ -73,8 +73,17 @@ leave_on_server_expunge(struct leave_on_server_user *luser,
 		ret = -1;
 	luser->cleaning = FALSE;
 	if (ret < 0) {
-		e_error(luser->event, "Cleanup failed: %s",
-			mailbox_get_last_internal_error(luser->box, NULL));
+		enum mail_error error;
+		const char *errstr =
+			mailbox_get_last_internal_error(luser->box, &error);
+
+		if (error == MAIL_ERROR_PERM) {
+			/* a read-only session: the next writable one
+			   cleans up */
+			e_info(luser->event, "Cleanup not done: %s", errstr);
+			return 0;
+		}
+		e_error(luser->event, "Cleanup failed: %s", errstr);
 		return -1;
 	}
 	return count;

@@ -28,6 +28,15 @@ struct leave_on_server_mailbox {
 	struct leave_on_server_user *luser;
 };
 
+struct leave_on_server_mail {
+	union mail_module_context module_ctx;
+	/* The outermost expunge when this plugin's hook ran. DELE under a
+	   keeping policy stops before it: plugins loaded earlier
+	   (lazy_expunge, notify and mail_log, access_rules) would take a
+	   hidden message for an expunged one. */
+	void (*outer_expunge)(struct mail *mail);
+};
+
 static MODULE_CONTEXT_DEFINE_INIT(leave_on_server_storage_module,
 				  &mail_storage_module_register);
 static MODULE_CONTEXT_DEFINE_INIT(leave_on_server_mail_module,
@@ -51,6 +60,18 @@ static uint32_t leave_on_server_lowest_uid(struct mailbox *box)
 		return 1;
 	range = array_front(&uids);
 	return range->seq1;
+}
+
+/* Whether the last write failed because the session may not write at
+   all: access_rules' readonly refuses attribute writes that way. */
+static bool leave_on_server_write_refused(struct mailbox *box)
+{
+	enum mail_error error;
+
+	if (mailbox_is_readonly(box))
+		return TRUE;
+	(void)mailbox_get_last_error(box, &error);
+	return error == MAIL_ERROR_PERM;
 }
 
 /* Reads the device's state when INBOX opens, and registers a new
@@ -95,6 +116,8 @@ static int leave_on_server_device_open(struct leave_on_server_user *luser,
 	luser->box = box;
 	if (ret > 0 && damage == NULL)
 		return 0;
+	if (mailbox_is_readonly(box))
+		return 0;
 
 	luser->device->last_seen = ioloop_time;
 	t = mailbox_transaction_begin(box, MAILBOX_TRANSACTION_FLAG_EXTERNAL,
@@ -104,6 +127,12 @@ static int leave_on_server_device_open(struct leave_on_server_user *luser,
 		ret = -1;
 	} else {
 		ret = mailbox_transaction_commit(&t);
+	}
+	if (ret < 0 && leave_on_server_write_refused(box)) {
+		/* a read-only session leaves no trace, not even the device */
+		e_debug(luser->event, "Device %s not registered: %s",
+			luser->set->device, mailbox_get_last_error(box, NULL));
+		return 0;
 	}
 	if (ret < 0) {
 		e_error(luser->event, "Registering device %s failed: %s",
@@ -218,8 +247,16 @@ static int leave_on_server_quit_update(struct leave_on_server_user *luser,
 	}
 	dev->last_seen = ioloop_time;
 	leave_on_server_device_compact_now(luser);
-	if (leave_on_server_state_save(t, dev) < 0)
-		return -1;
+	if (leave_on_server_state_save(t, dev) < 0) {
+		if (array_count(&luser->deleted) > 0 ||
+		    !leave_on_server_write_refused(luser->box))
+			return -1;
+		/* read-only and nothing DELEted: QUIT succeeds, and what
+		   the device retrieved is listed to it again next time */
+		e_debug(luser->event, "State of device %s not saved: %s",
+			luser->set->device,
+			mailbox_get_last_error(luser->box, NULL));
+	}
 	luser->saved_at_quit = TRUE;
 	return 0;
 }
@@ -440,7 +477,7 @@ void leave_on_server_mailbox_allocated(struct mailbox *box)
 static void leave_on_server_mail_expunge(struct mail *_mail)
 {
 	struct mail_private *mail = (struct mail_private *)_mail;
-	union mail_module_context *lmail = LEAVE_ON_SERVER_MAIL_CONTEXT(mail);
+	struct leave_on_server_mail *lmail = LEAVE_ON_SERVER_MAIL_CONTEXT(mail);
 	struct leave_on_server_mailbox *lbox =
 		LEAVE_ON_SERVER_STORAGE_CONTEXT(_mail->box);
 	struct leave_on_server_user *luser = lbox->luser;
@@ -459,7 +496,17 @@ static void leave_on_server_mail_expunge(struct mail *_mail)
 	}
 	if (!luser->cleaning)
 		seq_range_array_add(&luser->expunged, _mail->uid);
-	lmail->super.expunge(_mail);
+	lmail->outer_expunge(_mail);
+}
+
+/* Where the wrapper chain reached this plugin's place in it: on to the
+   wrappers added after this plugin's hook, and to the storage. */
+static void leave_on_server_mail_expunge_inner(struct mail *_mail)
+{
+	struct mail_private *mail = (struct mail_private *)_mail;
+	struct leave_on_server_mail *lmail = LEAVE_ON_SERVER_MAIL_CONTEXT(mail);
+
+	lmail->module_ctx.super.expunge(_mail);
 }
 
 static int
@@ -469,11 +516,11 @@ leave_on_server_mail_get_stream(struct mail *_mail, bool get_body,
 				struct istream **stream_r)
 {
 	struct mail_private *mail = (struct mail_private *)_mail;
-	union mail_module_context *lmail = LEAVE_ON_SERVER_MAIL_CONTEXT(mail);
+	struct leave_on_server_mail *lmail = LEAVE_ON_SERVER_MAIL_CONTEXT(mail);
 	struct leave_on_server_mailbox *lbox =
 		LEAVE_ON_SERVER_STORAGE_CONTEXT(_mail->box);
 
-	if (lmail->super.get_stream(_mail, get_body, hdr_size, body_size,
+	if (lmail->module_ctx.super.get_stream(_mail, get_body, hdr_size, body_size,
 				    stream_r) < 0)
 		return -1;
 	/* the pop3 process names the command that reads the mail; TOP
@@ -490,10 +537,9 @@ leave_on_server_mail_update_flags(struct mail *_mail,
 				  enum mail_flags flags)
 {
 	struct mail_private *mail = (struct mail_private *)_mail;
-	union mail_module_context *lmail = LEAVE_ON_SERVER_MAIL_CONTEXT(mail);
+	struct leave_on_server_mail *lmail = LEAVE_ON_SERVER_MAIL_CONTEXT(mail);
 	struct leave_on_server_mailbox *lbox =
 		LEAVE_ON_SERVER_STORAGE_CONTEXT(_mail->box);
-
 	struct client *client = lbox->luser->client;
 
 	if (modify_type == MODIFY_ADD &&
@@ -507,23 +553,27 @@ leave_on_server_mail_update_flags(struct mail *_mail,
 		if (flags == 0)
 			return;
 	}
-	lmail->super.update_flags(_mail, modify_type, flags);
+	lmail->module_ctx.super.update_flags(_mail, modify_type, flags);
 }
 
 void leave_on_server_mail_allocated(struct mail *_mail)
 {
 	struct mail_private *mail = (struct mail_private *)_mail;
 	struct mail_vfuncs *v = mail->vlast;
-	union mail_module_context *lmail;
+	struct leave_on_server_mail *lmail;
 
 	if (LEAVE_ON_SERVER_STORAGE_CONTEXT(_mail->box) == NULL)
 		return;
 
-	lmail = p_new(mail->pool, union mail_module_context, 1);
-	lmail->super = *v;
-	mail->vlast = &lmail->super;
-	v->expunge = leave_on_server_mail_expunge;
+	lmail = p_new(mail->pool, struct leave_on_server_mail, 1);
+	lmail->module_ctx.super = *v;
+	mail->vlast = &lmail->module_ctx.super;
 	v->get_stream = leave_on_server_mail_get_stream;
 	v->update_flags = leave_on_server_mail_update_flags;
-	MODULE_CONTEXT_SET_SELF(mail, leave_on_server_mail_module, lmail);
+	/* expunge goes outside every wrapper made so far, not just the
+	   last one; wrappers added after this hook stay inside it */
+	v->expunge = leave_on_server_mail_expunge_inner;
+	lmail->outer_expunge = mail->v.expunge;
+	mail->v.expunge = leave_on_server_mail_expunge;
+	MODULE_CONTEXT_SET(mail, leave_on_server_mail_module, lmail);
 }
