@@ -327,6 +327,8 @@ leave_on_server_search_init(struct mailbox_transaction_context *t,
 	struct mail_search_context *ctx;
 	struct mail_search_arg *arg;
 	ARRAY_TYPE(seq_range) listed;
+	const struct seq_range *range;
+	uint32_t seq1, seq2;
 
 	if (leave_on_server_is_listing(luser)) T_BEGIN {
 		t_array_init(&listed, 8);
@@ -336,18 +338,27 @@ leave_on_server_search_init(struct mailbox_transaction_context *t,
 							(uint32_t)-1, &listed);
 		}
 		if (array_count(&listed) > 0) {
-			/* only the rest, so that a returning device's
-			   listing costs what its new mail costs */
+			/* Only the rest, so that a returning device's
+			   listing costs what its new mail costs. As
+			   sequences: the pop3 process has already turned
+			   its own sets into them, and only a sequence set
+			   narrows the range the search walks; a UID set
+			   would be tested against every message. */
 			seq_range_array_invert(&listed, 1, (uint32_t)-1);
 			arg = p_new(args->pool, struct mail_search_arg, 1);
-			arg->type = SEARCH_UIDSET;
+			arg->type = SEARCH_SEQSET;
 			p_array_init(&arg->value.seqset, args->pool,
 				     array_count(&listed) + 1);
-			array_append_array(&arg->value.seqset, &listed);
-			if (array_count(&arg->value.seqset) == 0) {
-				/* everything is hidden: UID 0 matches none */
-				seq_range_array_add(&arg->value.seqset, 0);
+			array_foreach(&listed, range) {
+				mailbox_get_seq_range(t->box, range->seq1,
+						      range->seq2,
+						      &seq1, &seq2);
+				if (seq1 != 0) {
+					seq_range_array_add_range(
+						&arg->value.seqset, seq1, seq2);
+				}
 			}
+			/* an empty set matches nothing */
 			arg->next = args->args;
 			args->args = arg;
 		}
