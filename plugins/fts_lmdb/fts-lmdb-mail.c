@@ -14,6 +14,7 @@
 #include "istream.h"
 #include "message-part.h"
 #include "mail-storage-private.h"
+#include "index-mail.h"
 #include "mail-user.h"
 #include "fts-storage.h"
 #include "fts-lmdb-db.h"
@@ -24,6 +25,9 @@
 
 #define FTS_LMDB_MAIL_CONTEXT(obj) \
 	MODULE_CONTEXT_REQUIRE(obj, fts_lmdb_mail_module)
+
+/* from this size on, a mapped message isn't read ahead */
+#define FTS_LMDB_PREFETCH_SKIP_MIN_SIZE (1024*1024)
 
 #define FTS_LMDB_INDEXER_SOCKET_NAME "indexer"
 #define FTS_LMDB_INDEXER_HANDSHAKE "VERSION\tindexer\t1\t0\n"
@@ -405,6 +409,25 @@ void fts_lmdb_mail_seek_hint(struct mail *_mail, const char *section,
 	}
 }
 
+/* Dovecot's prefetch opens the message and asks the kernel to read all
+   of it ahead. A large mapped message is mostly fetched a slice at a
+   time, from a checkpoint on, and a whole read needs no hint to be
+   sequential. */
+static bool fts_lmdb_mail_prefetch(struct mail *_mail)
+{
+	struct mail_private *mail = (struct mail_private *)_mail;
+	struct fts_lmdb_mail *fmail = FTS_LMDB_MAIL_CONTEXT(mail);
+	struct index_mail *imail = INDEX_MAIL(_mail);
+	uoff_t size;
+
+	if ((imail->data.access_part & (READ_HDR | READ_BODY)) != 0 &&
+	    mail_get_physical_size(_mail, &size) == 0 &&
+	    size >= FTS_LMDB_PREFETCH_SKIP_MIN_SIZE &&
+	    fts_lmdb_mail_have_map(fmail, _mail))
+		return TRUE;
+	return fmail->module_ctx.super.prefetch(_mail);
+}
+
 static void fts_lmdb_mail_free(struct mail *_mail)
 {
 	struct mail_private *mail = (struct mail_private *)_mail;
@@ -440,6 +463,7 @@ void fts_lmdb_mail_allocated(struct mail *_mail)
 	fmail->map_pool = pool_alloconly_create("fts-lmdb part map", 1024);
 
 	v->get_binary_stream = fts_lmdb_mail_get_binary_stream;
+	v->prefetch = fts_lmdb_mail_prefetch;
 	v->free = fts_lmdb_mail_free;
 	MODULE_CONTEXT_SET(mail, fts_lmdb_mail_module, fmail);
 }

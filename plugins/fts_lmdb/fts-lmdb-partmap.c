@@ -26,7 +26,7 @@ struct fts_lmdb_part_scan {
 	/* base64: alphabet characters seen; checkpoints stop at the first
 	   character that isn't one of them or whitespace */
 	struct base64_decoder b64;
-	uoff_t b64_chars;
+	uoff_t b64_chars, b64_next_decoded;
 	bool b64_no_more_checkpoints;
 
 	struct qp_decoder *qp;
@@ -57,6 +57,7 @@ fts_lmdb_part_scan_init(enum fts_lmdb_partmap_cte cte, uoff_t spacing,
 	if (cte == FTS_LMDB_PARTMAP_BASE64) {
 		/* the flags istream-base64-decoder uses */
 		base64_decode_init(&scan->b64, &base64_scheme, 0);
+		scan->b64_next_decoded = spacing;
 	} else {
 		scan->qp_out = buffer_create_dynamic(default_pool,
 						     FTS_LMDB_SCAN_BUF_SIZE);
@@ -69,6 +70,7 @@ static void
 fts_lmdb_part_scan_b64_checkpoints(struct fts_lmdb_part_scan *scan,
 				   const unsigned char *data, size_t size)
 {
+	uoff_t decoded;
 	size_t i;
 
 	for (i = 0; i < size && !scan->b64_no_more_checkpoints; i++) {
@@ -79,13 +81,18 @@ fts_lmdb_part_scan_b64_checkpoints(struct fts_lmdb_part_scan *scan,
 			continue;
 		}
 		/* after a whole quantum a new decoder starts clean */
-		if (++scan->b64_chars % 4 == 0 &&
-		    scan->encoded + i + 1 - scan->last_checkpoint >=
-		    scan->spacing) {
+		if (++scan->b64_chars % 4 != 0)
+			continue;
+		/* Spaced in decoded bytes, each just before a multiple of
+		   the spacing: clients fetch slices that start there, and
+		   such a slice then decodes at most 2 bytes it doesn't
+		   send. */
+		decoded = scan->b64_chars / 4 * 3;
+		if (decoded + 3 > scan->b64_next_decoded) {
 			scan->last_checkpoint = scan->encoded + i + 1;
 			fts_lmdb_checkpoint_add(scan->checkpoints,
-						scan->last_checkpoint,
-						scan->b64_chars / 4 * 3);
+						scan->last_checkpoint, decoded);
+			scan->b64_next_decoded += scan->spacing;
 		}
 	}
 }

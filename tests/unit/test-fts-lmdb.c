@@ -249,6 +249,13 @@ static void check_checkpoints(enum fts_lmdb_partmap_cte cte,
 		test_assert(decode_all(cte, CONST_PTR_OFFSET(enc->data,
 							     cp->encoded),
 				       enc->used - cp->encoded, part) == 0);
+		/* base64: one just before each multiple of the spacing */
+		test_assert(cte != FTS_LMDB_PARTMAP_BASE64 ||
+			    cp->decoded == 0 ||
+			    (cp->decoded % 100 > 97 || cp->decoded % 100 == 0));
+		test_assert(cte != FTS_LMDB_PARTMAP_BASE64 ||
+			    cp->decoded / 100 + (cp->decoded % 100 == 0 ? 0 : 1) ==
+			    (unsigned int)(cp - array_front(&cps)));
 		test_assert(cp->decoded + part->used == full->used &&
 			    memcmp(part->data, CONST_PTR_OFFSET(full->data,
 								cp->decoded),
