@@ -5,6 +5,8 @@
 #include "lib.h"
 #include "array.h"
 #include "llist.h"
+#include "buffer.h"
+#include "crc32.h"
 #include "mkdir-parents.h"
 #include "fts-lmdb-db.h"
 
@@ -18,6 +20,13 @@
 #include <lmdb.h>
 
 #define FTS_LMDB_DB_MAX_MAP_MB (1024U * 1024U)
+
+/* LMDB 0.9 has no page checksums, and garbage that still looks like
+   valid pages would be read as data: every value but meta's ends in a
+   CRC32 of its key and itself. (meta holds the format, which must stay
+   readable by any version, so that an older index is rebuilt as
+   such.) */
+#define FTS_LMDB_DB_CHECKSUM_SIZE 4
 
 static const char *const fts_lmdb_dbi_names[FTS_LMDB_DBI_COUNT] = {
 	[FTS_LMDB_DBI_META] = "meta",
@@ -52,12 +61,16 @@ struct fts_lmdb_db {
 	const char *map_addr;
 	size_t map_size, map_used;
 
+	/* a value and its checksum, for mdb_put() */
+	buffer_t *put_buf;
+
 	bool map_full;
 	bool corrupted;
 };
 
 struct fts_lmdb_db_iter {
 	struct fts_lmdb_db *db;
+	enum fts_lmdb_dbi dbi;
 	MDB_cursor *cursor;
 	unsigned char *prefix;
 	size_t prefix_size;
@@ -612,6 +625,7 @@ void fts_lmdb_db_unref(struct fts_lmdb_db **_db)
 		return;
 	DLLIST_REMOVE(&fts_lmdb_dbs, db);
 	fts_lmdb_db_close_env(db);
+	buffer_free(&db->put_buf);
 	i_free(db->dir);
 	i_free(db);
 }
@@ -836,6 +850,31 @@ static MDB_txn *fts_lmdb_db_txn(struct fts_lmdb_db *db)
 	return db->rtxn;
 }
 
+static uint32_t fts_lmdb_db_checksum(const MDB_val *k,
+				     const void *data, size_t size)
+{
+	return crc32_data_more(crc32_data(k->mv_data, k->mv_size),
+			       data, size);
+}
+
+/* Checks a value read from dbi and leaves its checksum out of v. */
+static bool fts_lmdb_db_value_checked(struct fts_lmdb_db *db,
+				      enum fts_lmdb_dbi dbi,
+				      const MDB_val *k, MDB_val *v)
+{
+	uint32_t crc;
+
+	if (!fts_lmdb_db_value_valid(db, v))
+		return FALSE;
+	if (dbi == FTS_LMDB_DBI_META)
+		return TRUE;
+	if (v->mv_size < FTS_LMDB_DB_CHECKSUM_SIZE)
+		return FALSE;
+	v->mv_size -= FTS_LMDB_DB_CHECKSUM_SIZE;
+	memcpy(&crc, CONST_PTR_OFFSET(v->mv_data, v->mv_size), sizeof(crc));
+	return crc == fts_lmdb_db_checksum(k, v->mv_data, v->mv_size);
+}
+
 int fts_lmdb_db_get(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
 		    const void *key, size_t key_size,
 		    const void **data_r, size_t *size_r, const char **error_r)
@@ -846,7 +885,7 @@ int fts_lmdb_db_get(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
 	FTS_LMDB_GUARDED(rc, mdb_get(fts_lmdb_db_txn(db), db->dbi[dbi], &k, &v));
 	if (rc == MDB_NOTFOUND)
 		return 0;
-	if (rc == 0 && !fts_lmdb_db_value_valid(db, &v))
+	if (rc == 0 && !fts_lmdb_db_value_checked(db, dbi, &k, &v))
 		rc = MDB_CORRUPTED;
 	if (rc != 0) {
 		*error_r = fts_lmdb_db_error(db, "mdb_get", rc);
@@ -862,9 +901,22 @@ int fts_lmdb_db_put(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
 		    const void *data, size_t size, const char **error_r)
 {
 	MDB_val k = { key_size, (void *)key }, v = { size, (void *)data };
+	uint32_t crc;
 	int rc;
 
 	i_assert(db->wtxn != NULL);
+	if (dbi != FTS_LMDB_DBI_META) {
+		/* copied first: data may point into the map, which the put
+		   changes */
+		if (db->put_buf == NULL)
+			db->put_buf = buffer_create_dynamic(default_pool, 1024);
+		buffer_set_used_size(db->put_buf, 0);
+		buffer_append(db->put_buf, data, size);
+		crc = fts_lmdb_db_checksum(&k, data, size);
+		buffer_append(db->put_buf, &crc, sizeof(crc));
+		v.mv_data = (void *)db->put_buf->data;
+		v.mv_size = db->put_buf->used;
+	}
 	FTS_LMDB_GUARDED(rc, mdb_put(db->wtxn, db->dbi[dbi], &k, &v, 0));
 	if (rc != 0) {
 		*error_r = fts_lmdb_db_error(db, "mdb_put", rc);
@@ -896,6 +948,7 @@ fts_lmdb_db_iter_init(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
 
 	iter = i_new(struct fts_lmdb_db_iter, 1);
 	iter->db = db;
+	iter->dbi = dbi;
 	iter->prefix = i_malloc(prefix_size + 1);
 	if (prefix_size > 0)
 		memcpy(iter->prefix, prefix, prefix_size);
@@ -927,7 +980,8 @@ bool fts_lmdb_db_iter_next(struct fts_lmdb_db_iter *iter,
 						    MDB_NEXT));
 	}
 	if (rc == 0 && (!fts_lmdb_db_value_valid(iter->db, &k) ||
-			!fts_lmdb_db_value_valid(iter->db, &v)))
+			!fts_lmdb_db_value_checked(iter->db, iter->dbi,
+						   &k, &v)))
 		rc = MDB_CORRUPTED;
 	if (rc != 0) {
 		if (rc != MDB_NOTFOUND)

@@ -102,7 +102,9 @@ static int fts_lmdb_token_add(struct fts_lmdb_lookup *lk,
 			      &lk->error);
 	if (ret <= 0)
 		return ret;
-	return fts_lmdb_postings_add(lk, data, data_size, fields, set);
+	if (fts_lmdb_postings_add(lk, data, data_size, fields, set) < 0)
+		return -1;
+	return 1;
 }
 
 static int fts_lmdb_scan_vocab(struct fts_lmdb_lookup *lk,
@@ -125,8 +127,11 @@ static int fts_lmdb_scan_vocab(struct fts_lmdb_lookup *lk,
 				      &size, &lk->error);
 		if (ret < 0)
 			return -1;
-		if (ret == 0)
-			continue;
+		if (ret == 0) {
+			/* the box record counts them: damage */
+			lk->error = "a vocabulary segment is missing";
+			return -1;
+		}
 		seg = data;
 		end = seg + size;
 		for (p = seg; p < end; p = stop + 1) {
@@ -144,9 +149,17 @@ static int fts_lmdb_scan_vocab(struct fts_lmdb_lookup *lk,
 			    ((size_t)(stop - start) < q_size ||
 			     memcmp(stop - q_size, q, q_size) != 0))
 				continue;
-			if (fts_lmdb_token_add(lk, start, stop - start,
-					       fields, set) < 0)
+			ret = fts_lmdb_token_add(lk, start, stop - start,
+						 fields, set);
+			if (ret < 0)
 				return -1;
+			if (ret == 0) {
+				/* written in one transaction with its
+				   posting list, and removed with it */
+				lk->error = "a token of the vocabulary has "
+					"no posting list";
+				return -1;
+			}
 		}
 	}
 	return 0;
