@@ -80,7 +80,8 @@ LEAVE_ON_SERVER_TOOL = plugins/leave_on_server/leave-on-server-tool.c \
 # lib21_: loads after the fts plugin (lib20_), whose backend API it uses
 FTS_LMDB_CORE = plugins/fts_lmdb/fts-lmdb-tokens.c \
 	plugins/fts_lmdb/fts-lmdb-postings.c \
-	plugins/fts_lmdb/fts-lmdb-partmap.c
+	plugins/fts_lmdb/fts-lmdb-partmap.c \
+	plugins/fts_lmdb/fts-lmdb-checksum.c
 FTS_LMDB_PLUGIN = plugins/fts_lmdb/fts-lmdb-plugin.c \
 	plugins/fts_lmdb/fts-lmdb-user.c \
 	plugins/fts_lmdb/fts-lmdb-settings.c \

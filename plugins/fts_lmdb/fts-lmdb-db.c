@@ -6,7 +6,7 @@
 #include "array.h"
 #include "llist.h"
 #include "buffer.h"
-#include "crc32.h"
+#include "fts-lmdb-checksum.h"
 #include "mkdir-parents.h"
 #include "fts-lmdb-db.h"
 
@@ -23,7 +23,7 @@
 
 /* LMDB 0.9 has no page checksums, and garbage that still looks like
    valid pages would be read as data: every value but meta's ends in a
-   CRC32 of its key and itself. (meta holds the format, which must stay
+   CRC32C of its key and itself. (meta holds the format, which must stay
    readable by any version, so that an older index is rebuilt as
    such.) */
 #define FTS_LMDB_DB_CHECKSUM_SIZE 4
@@ -853,8 +853,8 @@ static MDB_txn *fts_lmdb_db_txn(struct fts_lmdb_db *db)
 static uint32_t fts_lmdb_db_checksum(const MDB_val *k,
 				     const void *data, size_t size)
 {
-	return crc32_data_more(crc32_data(k->mv_data, k->mv_size),
-			       data, size);
+	return fts_lmdb_checksum(fts_lmdb_checksum(0, k->mv_data, k->mv_size),
+				 data, size);
 }
 
 /* Checks a value read from dbi and leaves its checksum out of v. */

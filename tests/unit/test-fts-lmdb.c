@@ -11,6 +11,7 @@
 #include "../../plugins/fts_lmdb/fts-lmdb-tokens.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-postings.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-partmap.h"
+#include "../../plugins/fts_lmdb/fts-lmdb-checksum.h"
 #include "base64.h"
 #include "qp-decoder.h"
 
@@ -456,6 +457,36 @@ static void test_partmap_record(void)
 	test_end();
 }
 
+static void test_checksum(void)
+{
+	buffer_t *data;
+	size_t size, split;
+	uint32_t crc;
+
+	test_begin("index value checksum (CRC32C)");
+	/* the check value of the CRC-32C catalogue entry */
+	test_assert(fts_lmdb_checksum(0, "123456789", 9) == 0xe3069283);
+	test_assert(fts_lmdb_checksum_portable(0, "123456789", 9) == 0xe3069283);
+	test_assert(fts_lmdb_checksum(0, "", 0) == 0);
+	data = t_buffer_create(1024);
+	fill_random(data, 1000, 7);
+	for (size = 0; size <= data->used; size += 37) {
+		crc = fts_lmdb_checksum(0, data->data, size);
+		test_assert_idx(crc == fts_lmdb_checksum_portable(0, data->data,
+								  size), size);
+		/* in pieces, at any alignment */
+		split = size / 3;
+		test_assert_idx(crc == fts_lmdb_checksum(
+			fts_lmdb_checksum(0, data->data, split),
+			CONST_PTR_OFFSET(data->data, split), size - split), size);
+	}
+	/* one flipped bit shows */
+	crc = fts_lmdb_checksum(0, data->data, data->used);
+	((unsigned char *)buffer_get_modifiable_data(data, NULL))[500] ^= 0x10;
+	test_assert(crc != fts_lmdb_checksum(0, data->data, data->used));
+	test_end();
+}
+
 int main(void)
 {
 	static void (*const tests[])(void) = {
@@ -468,6 +499,7 @@ int main(void)
 		test_partmap_invalid,
 		test_partmap_crlf,
 		test_partmap_record,
+		test_checksum,
 		NULL
 	};
 	return test_run(tests);
