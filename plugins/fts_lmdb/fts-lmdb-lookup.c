@@ -107,6 +107,8 @@ static int fts_lmdb_token_add(struct fts_lmdb_lookup *lk,
 	return 1;
 }
 
+/* Adds the postings of the vocabulary's tokens that match q to set.
+   With set == NULL only looks: 1 if there is one, 0 if not. */
 static int fts_lmdb_scan_vocab(struct fts_lmdb_lookup *lk,
 			       const unsigned char *q, size_t q_size,
 			       enum fts_lmdb_match match, uint32_t fields,
@@ -149,6 +151,14 @@ static int fts_lmdb_scan_vocab(struct fts_lmdb_lookup *lk,
 			    ((size_t)(stop - start) < q_size ||
 			     memcmp(stop - q_size, q, q_size) != 0))
 				continue;
+			if ((match == FTS_LMDB_MATCH_PREFIX ||
+			     match == FTS_LMDB_MATCH_EXACT) && hit != start)
+				continue;
+			if (match == FTS_LMDB_MATCH_EXACT &&
+			    (size_t)(stop - start) != q_size)
+				continue;
+			if (set == NULL)
+				return 1;
 			ret = fts_lmdb_token_add(lk, start, stop - start,
 						 fields, set);
 			if (ret < 0)
@@ -182,9 +192,28 @@ static int fts_lmdb_prefix_tokens(struct fts_lmdb_lookup *lk,
 			ret = -1;
 			break;
 		}
+		ret = 1;
 	}
 	if (fts_lmdb_db_iter_deinit(&iter, &lk->error) < 0)
 		ret = -1;
+	return ret;
+}
+
+/* An exact or prefix lookup that found nothing went by the B-tree
+   alone, where garbage that still looks valid can hide keys: the
+   vocabulary, whose values are checksummed, must not list one. */
+static int fts_lmdb_confirm_absent(struct fts_lmdb_lookup *lk,
+				   const unsigned char *q, size_t q_size,
+				   enum fts_lmdb_match match)
+{
+	int ret;
+
+	ret = fts_lmdb_scan_vocab(lk, q, q_size, match, 0, NULL);
+	if (ret > 0) {
+		lk->error = "a token of the vocabulary is missing from "
+			"the tokens";
+		return -1;
+	}
 	return ret;
 }
 
@@ -202,9 +231,13 @@ static int fts_lmdb_piece(struct fts_lmdb_lookup *lk,
 		break;
 	case FTS_LMDB_MATCH_PREFIX:
 		ret = fts_lmdb_prefix_tokens(lk, q, q_size, fields, set);
+		if (ret == 0)
+			ret = fts_lmdb_confirm_absent(lk, q, q_size, match);
 		break;
 	case FTS_LMDB_MATCH_EXACT:
 		ret = fts_lmdb_token_add(lk, q, q_size, fields, set);
+		if (ret == 0)
+			ret = fts_lmdb_confirm_absent(lk, q, q_size, match);
 		break;
 	default:
 		i_unreached();

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -67,7 +69,9 @@ DAMAGE = ["data-empty", "data-middle", "data-page-a", "data-page-b",
 OPEN_DAMAGE = ["data-half", "data-empty", "data-middle", "data-page-a",
                "data-page-b", "data-replaced",
                "lock-garbage", "lock-empty"]
+LOST = ["contains", "exact", "prefix"]
 USERS = (KILL_USERS + ["diskfull", "diskfresh"] +
+         [f"lost{k}" for k in LOST] +
          [f"dmg{k.replace('-', '')}" for k in DAMAGE] +
          [f"open{k.replace('-', '')}" for k in OPEN_DAMAGE])
 SETTINGS = {"fts_lmdb_batch_mb": 1, "leave_on_server_policy": "delete"}
@@ -466,3 +470,69 @@ def test_damage_under_an_open_session(pair, corpus, kind):
         f"nothing logged by fts-lmdb about the {kind} damage"
     doveadm_ok(fts, "index", "-u", user, "INBOX")
     assert_lmdb_ok(fts, user, f"after {kind} under an open session")
+
+
+# ------------------------------------------------------------ a lost token
+
+LOST_BODY = "alphaxq bravocharlie deltazulu"
+# the query, and the token taken out of the tokens database: a
+# single-word key goes by the vocabulary; a phrase's middle word is an
+# exact lookup and its last word a prefix lookup, both by the B-tree
+LOST_CASES = {
+    "contains": ('BODY "bravocharlie"', "bravocharlie"),
+    "exact": ('BODY "alphaxq bravocharlie deltazulu"', "bravocharlie"),
+    "prefix": ('BODY "alphaxq bravocharlie deltaz"', "deltazulu"),
+}
+
+
+def _drop_token(path_dir: Path, token: str, tmp_path: Path) -> None:
+    """Rewrites the environment without the token's posting list (the
+    vocabulary still lists it): what garbage in a branch page that
+    still looks valid does to a lookup. Every value keeps its checksum."""
+    dump = subprocess.run(["mdb_dump", "-a", str(path_dir)], check=True,
+                          capture_output=True, text=True).stdout.splitlines()
+    # the key: the box's number (numpacked, one byte here) and the token
+    # as the normalizer left it (upper case)
+    key_re = re.compile(r"^ [0-7][0-9a-f]" + token.upper().encode().hex() + "$")
+    out, skip, found = [], False, 0
+    for line in dump:
+        if skip:
+            skip = False
+            continue
+        if key_re.match(line):
+            skip, found = True, found + 1
+            continue
+        out.append(line)
+    assert found == 1, f"{token!r}: {found} keys in the dump"
+    (tmp_path / "dump").write_text("\n".join(out) + "\n")
+    fresh = tmp_path / "env"
+    fresh.mkdir()
+    subprocess.run(["mdb_load", "-f", str(tmp_path / "dump"), str(fresh)],
+                   check=True, capture_output=True)
+    data = path_dir / "data.mdb"
+    st = data.stat()
+    os.chown(fresh / "data.mdb", st.st_uid, st.st_gid)
+    os.chmod(fresh / "data.mdb", st.st_mode & 0o777)
+    os.replace(fresh / "data.mdb", data)
+
+
+@pytest.mark.parametrize("case", LOST)
+def test_lost_token_is_damage(pair, corpus, tmp_path, case):
+    """A token that the (checksummed) vocabulary lists but the tokens
+    database lacks is damage, whichever way the lookup went: the search
+    answers as stock, and the index is rebuilt."""
+    fts, stock = pair
+    user = f"lost{case}"
+    query, token = LOST_CASES[case]
+    _load(pair, user, corpus[:40] + [gen_message(user, 1, LOST_BODY)])
+    doveadm_ok(fts, "index", "-u", user, "INBOX")
+    assert_same(fts, stock, user, [query], step="before the loss")
+    killed = release_index(fts, user)
+    _drop_token(index_dir(fts, user), token, tmp_path)
+    mark = fts.log_mark()
+    assert_same(fts, stock, user, [query], step=f"{token} lost")
+    assert log_lines(fts, r"fts-lmdb: .*damaged.*vocabulary", mark), \
+        "the lost token was not reported as damage"
+    assert_same(fts, stock, user, [query], step="after the rebuild")
+    assert_lmdb_ok(fts, user, f"rebuilt after losing {token}")
+    _no_other_crash(fts, mark, killed, f"lost {token}")
