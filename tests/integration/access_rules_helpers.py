@@ -238,9 +238,12 @@ def assert_no_crash(dc: DovecotInstance, since: int = 0) -> None:
 def session_logged_out(dc: DovecotInstance, proto: str, user: str, since: int,
                        timeout: float = 5.0) -> re.Match:
     """Wait for the mail process's 'Disconnected:' line (it comes after the
-    decision line, so a missing decision line is then really missing)."""
-    return wait_log(dc, rf"^.* {proto}\({re.escape(user)}\)<\d+><[^>]*>: Info: "
-                        r"Disconnected: .*$", since, timeout)
+    decision line, so a missing decision line is then really missing), of
+    the session that logged in after `since`: an earlier session of the
+    same user may log its own line after `since`."""
+    pid = login_pid(dc, proto, user, since)
+    return wait_log(dc, rf"^.* {proto}\({re.escape(user)}\)<{pid}><[^>]*>: "
+                        r"Info: Disconnected: .*$", since, timeout)
 
 
 def login_pid(dc: DovecotInstance, proto: str, user: str, since: int) -> int:
