@@ -1,6 +1,7 @@
 /* CRC32C, with SSE4.2's crc32 instruction when the CPU has it. Dovecot's
-   own crc32 goes a byte at a time through a table: some 0.4 GB/s here,
-   which made checksumming the vocabulary cost more than searching it. */
+   own crc32 goes a byte at a time through a table: with it, checksumming
+   the vocabulary made a median search at 6,046 messages take 17 ms
+   instead of 4 (docs/fts-bench.md). */
 
 #include "lib.h"
 #include "fts-lmdb-checksum.h"
