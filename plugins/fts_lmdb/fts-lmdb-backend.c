@@ -356,7 +356,24 @@ int fts_lmdb_box_clear(struct fts_lmdb_backend *backend,
 	rec->doc_count = 0;
 	rec->expunged_count = 0;
 	rec->vocab_segments = 0;
+	rec->unindexed_count = 0;
+	rec->long_count = 0;
 	return ret;
+}
+
+uint32_t *fts_lmdb_box_record_list_count(struct fts_lmdb_box_record *rec,
+					 const void *token, size_t size)
+{
+	if (size == strlen(FTS_LMDB_KEY_UNINDEXED) &&
+	    memcmp(token, FTS_LMDB_KEY_UNINDEXED, size) == 0)
+		return &rec->unindexed_count;
+	if (size == strlen(FTS_LMDB_KEY_LONG) &&
+	    memcmp(token, FTS_LMDB_KEY_LONG, size) == 0)
+		return &rec->long_count;
+	if (size == strlen(FTS_LMDB_KEY_EXPUNGED) &&
+	    memcmp(token, FTS_LMDB_KEY_EXPUNGED, size) == 0)
+		return &rec->expunged_count;
+	return NULL;
 }
 
 static int
@@ -375,8 +392,15 @@ fts_lmdb_box_expunged(struct fts_lmdb_backend *backend,
 			   strlen(FTS_LMDB_KEY_EXPUNGED));
 	ret = fts_lmdb_db_get(backend->db, FTS_LMDB_DBI_TOKENS, key->data,
 			      key->used, &data, &size, error_r);
-	if (ret <= 0)
-		return ret;
+	if (ret < 0)
+		return -1;
+	if (ret == 0 && rec->expunged_count > 0) {
+		fts_lmdb_db_set_corrupted(backend->db);
+		*error_r = "the expunge list is missing";
+		return -1;
+	}
+	if (ret == 0)
+		return 0;
 	fts_lmdb_postings_iter_init(&piter, data, size);
 	while (fts_lmdb_postings_iter_next(&piter, &uid, &mask))
 		seq_range_array_add(expunged, uid);
@@ -397,10 +421,13 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 	buffer_t *prefix, *value, *vocab, *key;
 	const void *k, *data;
 	size_t key_size, size;
+	struct fts_lmdb_box_record old_rec = *rec, seen;
 	uint32_t uid, mask, seg = 0, old_segments = rec->vocab_segments;
+	uint32_t *seen_count, *rec_count;
 	unsigned int i, removed_docs = 0;
 	int ret;
 
+	i_zero(&seen);
 	t_array_init(&expunged, 64);
 	ret = fts_lmdb_box_expunged(backend, rec, &expunged, error_r);
 	if (ret < 0)
@@ -436,6 +463,18 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 		}
 		is_all = token_size == strlen(FTS_LMDB_KEY_ALL) &&
 			memcmp(token, FTS_LMDB_KEY_ALL, token_size) == 0;
+		seen_count = fts_lmdb_box_record_list_count(&seen, token,
+							    token_size);
+		rec_count = fts_lmdb_box_record_list_count(rec, token,
+							   token_size);
+		if (seen_count != NULL) {
+			if (fts_lmdb_postings_header(data, size, &hdr) < 0) {
+				*error_r = "damaged posting list";
+				ret = -1;
+				break;
+			}
+			*seen_count = hdr.count;
+		}
 		if (array_count(&expunged) > 0) {
 			i_zero(&hdr);
 			buffer_set_used_size(value, 0);
@@ -453,6 +492,8 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 				ret = -1;
 				break;
 			}
+			if (rec_count != NULL)
+				*rec_count = hdr.count;
 			if (hdr.count == 0) {
 				if (fts_lmdb_db_del(backend->db,
 						    FTS_LMDB_DBI_TOKENS,
@@ -490,6 +531,13 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 		ret = -1;
 	if (ret < 0)
 		return -1;
+	if (seen.unindexed_count != old_rec.unindexed_count ||
+	    seen.long_count != old_rec.long_count) {
+		fts_lmdb_db_set_corrupted(backend->db);
+		*error_r = "a list of unindexed or long-token messages is "
+			"missing";
+		return -1;
+	}
 	if (vocab->used > 0) {
 		fts_lmdb_vocab_key(key, rec->box_id, seg++);
 		if (fts_lmdb_db_put(backend->db, FTS_LMDB_DBI_VOCAB, key->data,

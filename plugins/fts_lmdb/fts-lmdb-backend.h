@@ -32,6 +32,11 @@ struct fts_lmdb_box_record {
 	uint32_t doc_count;
 	uint32_t expunged_count;
 	uint32_t vocab_segments;
+	/* entries of the lists under FTS_LMDB_KEY_UNINDEXED and
+	   FTS_LMDB_KEY_LONG (expunged_count is the third): a list that
+	   is empty has no key, so only its count tells a lost one */
+	uint32_t unindexed_count;
+	uint32_t long_count;
 };
 
 /* A vocabulary segment is a value that a lookup scans with memmem();
@@ -63,6 +68,10 @@ int fts_lmdb_box_record_put(struct fts_lmdb_backend *backend,
 			    const guid_128_t guid,
 			    const struct fts_lmdb_box_record *rec,
 			    const char **error_r);
+/* The record's count of the list under this token key, NULL if the key
+   is a token's. */
+uint32_t *fts_lmdb_box_record_list_count(struct fts_lmdb_box_record *rec,
+					 const void *token, size_t size);
 void fts_lmdb_token_key(buffer_t *key, uint32_t box_id,
 			const void *token, size_t size);
 /* segments are numbered big endian, so that they scan in order */

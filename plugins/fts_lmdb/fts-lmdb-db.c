@@ -650,6 +650,11 @@ bool fts_lmdb_db_is_corrupted(struct fts_lmdb_db *db)
 	return db->corrupted;
 }
 
+void fts_lmdb_db_set_corrupted(struct fts_lmdb_db *db)
+{
+	db->corrupted = TRUE;
+}
+
 static void fts_lmdb_db_note_map(struct fts_lmdb_db *db)
 {
 	MDB_envinfo info;

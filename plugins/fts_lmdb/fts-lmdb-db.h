@@ -48,6 +48,9 @@ int fts_lmdb_db_grow(struct fts_lmdb_db *db, const char **error_r);
 
 /* TRUE if LMDB reported damage; the caller falls back and rebuilds. */
 bool fts_lmdb_db_is_corrupted(struct fts_lmdb_db *db);
+/* The caller found damage that no checksum shows (values that disagree
+   with each other). */
+void fts_lmdb_db_set_corrupted(struct fts_lmdb_db *db);
 /* Throw the environment away and start an empty one. */
 int fts_lmdb_db_rebuild(struct fts_lmdb_db *db, const char **error_r);
 

@@ -5,7 +5,7 @@
    "maybe", which the plugin checks by reading those messages. Messages
    that could not be indexed are always "maybe". */
 
-/* memmem() and memrchr() */
+/* memrchr() */
 #define _GNU_SOURCE
 #include "lib.h"
 #include "array.h"
@@ -15,6 +15,7 @@
 #include "mail-search.h"
 #include "mail-storage-private.h"
 #include "fts-lmdb-db.h"
+#include "fts-lmdb-find.h"
 #include "fts-lmdb-postings.h"
 #include "fts-lmdb-backend.h"
 
@@ -23,6 +24,11 @@ enum fts_lmdb_match {
 	FTS_LMDB_MATCH_SUFFIX,
 	FTS_LMDB_MATCH_PREFIX,
 	FTS_LMDB_MATCH_EXACT,
+};
+
+struct fts_lmdb_vocab_seg {
+	const unsigned char *data;
+	size_t size;
 };
 
 /* bit sets of UIDs 0..last_uid */
@@ -36,6 +42,11 @@ struct fts_lmdb_lookup {
 	uint64_t *range, *unindexed, *expunged;
 	buffer_t *key;
 	const char *error;
+
+	/* the vocabulary's segments, read (and their checksums checked)
+	   once per lookup however many keys scan them */
+	ARRAY(struct fts_lmdb_vocab_seg) segs;
+	bool segs_read;
 };
 
 #define UIDSET_SET(set, uid) ((set)[(uid) / 64] |= 1ULL << ((uid) % 64))
@@ -71,20 +82,24 @@ fts_lmdb_uidset_and_not(struct fts_lmdb_lookup *lk, uint64_t *dest,
 
 static int fts_lmdb_postings_add(struct fts_lmdb_lookup *lk,
 				 const void *data, size_t size,
-				 uint32_t fields, uint64_t *set)
+				 uint32_t fields, uint64_t *set,
+				 uint32_t *count_r)
 {
 	struct fts_lmdb_postings_iter iter;
-	uint32_t uid, mask;
+	uint32_t uid, mask, count = 0;
 
 	fts_lmdb_postings_iter_init(&iter, data, size);
 	while (fts_lmdb_postings_iter_next(&iter, &uid, &mask)) {
 		if ((mask & fields) != 0 && uid <= lk->rec.last_uid)
 			UIDSET_SET(set, uid);
+		count++;
 	}
 	if (iter.failed) {
 		lk->error = "damaged posting list";
 		return -1;
 	}
+	if (count_r != NULL)
+		*count_r = count;
 	return 0;
 }
 
@@ -102,27 +117,56 @@ static int fts_lmdb_token_add(struct fts_lmdb_lookup *lk,
 			      &lk->error);
 	if (ret <= 0)
 		return ret;
-	if (fts_lmdb_postings_add(lk, data, data_size, fields, set) < 0)
+	if (fts_lmdb_postings_add(lk, data, data_size, fields, set,
+				  NULL) < 0)
 		return -1;
 	return 1;
 }
 
-/* Adds the postings of the vocabulary's tokens that match q to set.
-   With set == NULL only looks: 1 if there is one, 0 if not. */
-static int fts_lmdb_scan_vocab(struct fts_lmdb_lookup *lk,
-			       const unsigned char *q, size_t q_size,
-			       enum fts_lmdb_match match, uint32_t fields,
-			       uint64_t *set)
+/* Adds the messages of a list kept under a special key, which must hold
+   as many as the mailbox's record counts: the key of an empty list is
+   deleted, so only the count tells a lost list from an empty one. */
+static int fts_lmdb_special_add(struct fts_lmdb_lookup *lk, const char *name,
+				uint32_t fields, uint64_t *set)
 {
-	const unsigned char *seg, *end, *p, *hit, *start, *stop;
-	buffer_t *seg_key = t_buffer_create(8);
+	const uint32_t *expected =
+		fts_lmdb_box_record_list_count(&lk->rec, name, strlen(name));
+	const void *data;
+	size_t size;
+	uint32_t count = 0;
+	int ret;
+
+	fts_lmdb_token_key(lk->key, lk->rec.box_id, name, strlen(name));
+	ret = fts_lmdb_db_get(lk->backend->db, FTS_LMDB_DBI_TOKENS,
+			      lk->key->data, lk->key->used, &data, &size,
+			      &lk->error);
+	if (ret < 0)
+		return -1;
+	if (ret > 0 &&
+	    fts_lmdb_postings_add(lk, data, size, fields, set, &count) < 0)
+		return -1;
+	if (count != *expected) {
+		lk->error = t_strdup_printf(
+			"a list of %u messages holds %u", *expected, count);
+		return -1;
+	}
+	return 0;
+}
+
+static int fts_lmdb_vocab_read(struct fts_lmdb_lookup *lk)
+{
+	struct fts_lmdb_vocab_seg *seg;
+	buffer_t *seg_key;
+	const void *data;
 	size_t size;
 	uint32_t i;
 	int ret;
 
+	if (lk->segs_read)
+		return 0;
+	seg_key = t_buffer_create(8);
+	t_array_init(&lk->segs, I_MAX(lk->rec.vocab_segments, 1));
 	for (i = 0; i < lk->rec.vocab_segments; i++) {
-		const void *data;
-
 		fts_lmdb_vocab_key(seg_key, lk->rec.box_id, i);
 		ret = fts_lmdb_db_get(lk->backend->db, FTS_LMDB_DBI_VOCAB,
 				      seg_key->data, seg_key->used, &data,
@@ -134,16 +178,65 @@ static int fts_lmdb_scan_vocab(struct fts_lmdb_lookup *lk,
 			lk->error = "a vocabulary segment is missing";
 			return -1;
 		}
-		seg = data;
-		end = seg + size;
-		for (p = seg; p < end; p = stop + 1) {
-			hit = memmem(p, end - p, q, q_size);
+		seg = array_append_space(&lk->segs);
+		seg->data = data;
+		seg->size = size;
+	}
+	lk->segs_read = TRUE;
+	return 0;
+}
+
+/* The next place at or after p (a token's start) where q occurs; with
+   anchored, only at a token's start. A segment is its tokens, each
+   followed by '\n', so "\nq" finds every token start but the first. */
+static const unsigned char *
+fts_lmdb_vocab_next(const unsigned char *p, const unsigned char *end,
+		    const unsigned char *q, size_t q_size,
+		    const unsigned char *anchored_q)
+{
+	const unsigned char *hit;
+
+	if (anchored_q == NULL)
+		return fts_lmdb_find(p, end - p, q, q_size);
+	if ((size_t)(end - p) >= q_size && memcmp(p, q, q_size) == 0)
+		return p;
+	hit = fts_lmdb_find(p, end - p, anchored_q, q_size + 1);
+	return hit == NULL ? NULL : hit + 1;
+}
+
+/* Adds the postings of the vocabulary's tokens that match q to set.
+   With set == NULL only counts them into count_r, or with count_r NULL
+   too only looks: 1 if there is one, 0 if not. */
+static int fts_lmdb_scan_vocab(struct fts_lmdb_lookup *lk,
+			       const unsigned char *q, size_t q_size,
+			       enum fts_lmdb_match match, uint32_t fields,
+			       uint64_t *set, unsigned int *count_r)
+{
+	const struct fts_lmdb_vocab_seg *seg;
+	const unsigned char *end, *p, *hit, *start, *stop;
+	unsigned char *anchored_q = NULL;
+	int ret;
+
+	if (fts_lmdb_vocab_read(lk) < 0)
+		return -1;
+	if (match == FTS_LMDB_MATCH_PREFIX || match == FTS_LMDB_MATCH_EXACT) {
+		anchored_q = t_malloc_no0(q_size + 1);
+		anchored_q[0] = '\n';
+		memcpy(anchored_q + 1, q, q_size);
+	}
+	if (count_r != NULL)
+		*count_r = 0;
+	array_foreach(&lk->segs, seg) {
+		end = seg->data + seg->size;
+		for (p = seg->data; p < end; p = stop + 1) {
+			hit = fts_lmdb_vocab_next(p, end, q, q_size,
+						  anchored_q);
 			if (hit == NULL)
 				break;
 			/* the key has no '\n', so the hit is inside one
 			   token */
-			start = memrchr(seg, '\n', hit - seg);
-			start = start == NULL ? seg : start + 1;
+			start = memrchr(seg->data, '\n', hit - seg->data);
+			start = start == NULL ? seg->data : start + 1;
 			stop = memchr(hit, '\n', end - hit);
 			if (stop == NULL)
 				stop = end;
@@ -151,14 +244,16 @@ static int fts_lmdb_scan_vocab(struct fts_lmdb_lookup *lk,
 			    ((size_t)(stop - start) < q_size ||
 			     memcmp(stop - q_size, q, q_size) != 0))
 				continue;
-			if ((match == FTS_LMDB_MATCH_PREFIX ||
-			     match == FTS_LMDB_MATCH_EXACT) && hit != start)
-				continue;
 			if (match == FTS_LMDB_MATCH_EXACT &&
 			    (size_t)(stop - start) != q_size)
 				continue;
-			if (set == NULL)
-				return 1;
+			if (count_r != NULL)
+				(*count_r)++;
+			if (set == NULL) {
+				if (count_r == NULL)
+					return 1;
+				continue;
+			}
 			ret = fts_lmdb_token_add(lk, start, stop - start,
 						 fields, set);
 			if (ret < 0)
@@ -175,46 +270,85 @@ static int fts_lmdb_scan_vocab(struct fts_lmdb_lookup *lk,
 	return 0;
 }
 
+/* LMDB's default order of keys */
+static int fts_lmdb_key_cmp(const void *k1, size_t size1,
+			    const void *k2, size_t size2)
+{
+	int ret = memcmp(k1, k2, I_MIN(size1, size2));
+
+	if (ret != 0)
+		return ret;
+	return size1 < size2 ? -1 : (size1 > size2 ? 1 : 0);
+}
+
 static int fts_lmdb_prefix_tokens(struct fts_lmdb_lookup *lk,
 				  const unsigned char *q, size_t q_size,
-				  uint32_t fields, uint64_t *set)
+				  uint32_t fields, uint64_t *set,
+				  unsigned int *count_r)
 {
 	struct fts_lmdb_db_iter *iter;
-	const void *key, *data;
-	size_t key_size, size;
+	const void *key, *data, *prev_key = NULL;
+	size_t key_size, size, prev_size = 0;
 	int ret = 0;
 
+	*count_r = 0;
 	fts_lmdb_token_key(lk->key, lk->rec.box_id, q, q_size);
 	iter = fts_lmdb_db_iter_init(lk->backend->db, FTS_LMDB_DBI_TOKENS,
 				     lk->key->data, lk->key->used);
 	while (fts_lmdb_db_iter_next(iter, &key, &key_size, &data, &size)) {
-		if (fts_lmdb_postings_add(lk, data, size, fields, set) < 0) {
+		/* counted against the vocabulary: a key seen twice must
+		   not stand in for one the B-tree lost */
+		if (prev_key != NULL &&
+		    fts_lmdb_key_cmp(prev_key, prev_size,
+				     key, key_size) >= 0) {
+			lk->error = "tokens out of order";
 			ret = -1;
 			break;
 		}
-		ret = 1;
+		prev_key = key;
+		prev_size = key_size;
+		if (fts_lmdb_postings_add(lk, data, size, fields, set,
+					  NULL) < 0) {
+			ret = -1;
+			break;
+		}
+		(*count_r)++;
 	}
 	if (fts_lmdb_db_iter_deinit(&iter, &lk->error) < 0)
 		ret = -1;
 	return ret;
 }
 
-/* An exact or prefix lookup that found nothing went by the B-tree
-   alone, where garbage that still looks valid can hide keys: the
-   vocabulary, whose values are checksummed, must not list one. */
-static int fts_lmdb_confirm_absent(struct fts_lmdb_lookup *lk,
-				   const unsigned char *q, size_t q_size,
-				   enum fts_lmdb_match match)
+/* Exact and prefix lookups go by the B-tree alone, where garbage that
+   still looks valid can hide keys without any checksum being read. The
+   vocabulary, whose values are checksummed and which lists exactly the
+   tokens of the mailbox, must list as many as the lookup found (the
+   keys found are checksummed and distinct, so the same count means the
+   same tokens). */
+static int fts_lmdb_confirm_count(struct fts_lmdb_lookup *lk,
+				  const unsigned char *q, size_t q_size,
+				  enum fts_lmdb_match match,
+				  unsigned int found)
 {
+	unsigned int listed;
 	int ret;
 
-	ret = fts_lmdb_scan_vocab(lk, q, q_size, match, 0, NULL);
-	if (ret > 0) {
+	if (found == 0) {
+		ret = fts_lmdb_scan_vocab(lk, q, q_size, match, 0, NULL,
+					  NULL);
+		listed = ret > 0 ? 1 : 0;
+	} else {
+		ret = fts_lmdb_scan_vocab(lk, q, q_size, match, 0, NULL,
+					  &listed);
+	}
+	if (ret < 0)
+		return -1;
+	if (listed != found) {
 		lk->error = "a token of the vocabulary is missing from "
 			"the tokens";
 		return -1;
 	}
-	return ret;
+	return 0;
 }
 
 static int fts_lmdb_piece(struct fts_lmdb_lookup *lk,
@@ -222,22 +356,27 @@ static int fts_lmdb_piece(struct fts_lmdb_lookup *lk,
 			  enum fts_lmdb_match match, uint32_t fields,
 			  uint64_t *set)
 {
+	unsigned int found;
 	int ret;
 
 	switch (match) {
 	case FTS_LMDB_MATCH_CONTAINS:
 	case FTS_LMDB_MATCH_SUFFIX:
-		ret = fts_lmdb_scan_vocab(lk, q, q_size, match, fields, set);
+		ret = fts_lmdb_scan_vocab(lk, q, q_size, match, fields, set,
+					  NULL);
 		break;
 	case FTS_LMDB_MATCH_PREFIX:
-		ret = fts_lmdb_prefix_tokens(lk, q, q_size, fields, set);
+		ret = fts_lmdb_prefix_tokens(lk, q, q_size, fields, set,
+					     &found);
 		if (ret == 0)
-			ret = fts_lmdb_confirm_absent(lk, q, q_size, match);
+			ret = fts_lmdb_confirm_count(lk, q, q_size, match,
+						     found);
 		break;
 	case FTS_LMDB_MATCH_EXACT:
+		/* a key found is checksummed with its value */
 		ret = fts_lmdb_token_add(lk, q, q_size, fields, set);
 		if (ret == 0)
-			ret = fts_lmdb_confirm_absent(lk, q, q_size, match);
+			ret = fts_lmdb_confirm_count(lk, q, q_size, match, 0);
 		break;
 	default:
 		i_unreached();
@@ -246,9 +385,8 @@ static int fts_lmdb_piece(struct fts_lmdb_lookup *lk,
 		return -1;
 	if (q_size > FTS_LMDB_EXACT_MAX) {
 		/* may lie across the chunks of a long token */
-		return fts_lmdb_token_add(lk, FTS_LMDB_KEY_LONG,
-					  strlen(FTS_LMDB_KEY_LONG), fields,
-					  set);
+		return fts_lmdb_special_add(lk, FTS_LMDB_KEY_LONG, fields,
+					    set);
 	}
 	return 0;
 }
@@ -291,12 +429,11 @@ static int fts_lmdb_lookup_key(struct fts_lmdb_lookup *lk,
 	for (p = q; p < end && !FTS_LMDB_IS_SPACE(*p); p++) ;
 	if (p == end) {
 		if (fts_lmdb_scan_vocab(lk, q, q_size, FTS_LMDB_MATCH_CONTAINS,
-					fields, definite) < 0)
+					fields, definite, NULL) < 0)
 			return -1;
 		if (q_size > FTS_LMDB_EXACT_MAX) {
-			return fts_lmdb_token_add(lk, FTS_LMDB_KEY_LONG,
-						  strlen(FTS_LMDB_KEY_LONG),
-						  fields, maybe);
+			return fts_lmdb_special_add(lk, FTS_LMDB_KEY_LONG,
+						    fields, maybe);
 		}
 		return 0;
 	}
@@ -395,8 +532,7 @@ static int fts_lmdb_special(struct fts_lmdb_lookup *lk, const char *name,
 			    uint64_t **set_r)
 {
 	*set_r = fts_lmdb_uidset(lk);
-	return fts_lmdb_token_add(lk, name, strlen(name), (uint32_t)-1,
-				  *set_r);
+	return fts_lmdb_special_add(lk, name, (uint32_t)-1, *set_r);
 }
 
 static int fts_lmdb_lookup_level(struct fts_lmdb_lookup *lk,

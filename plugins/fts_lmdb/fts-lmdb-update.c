@@ -266,6 +266,11 @@ static int fts_lmdb_flush_expunged(struct fts_lmdb_update_context *ctx,
 	if (fts_lmdb_posting_load(ctx->backend->db, key, value, &hdr,
 				  error_r) < 0)
 		return -1;
+	if (hdr.count != rec->expunged_count) {
+		fts_lmdb_db_set_corrupted(ctx->backend->db);
+		*error_r = "the expunge list is missing";
+		return -1;
+	}
 	/* Expunges come in any UID order, and a posting list can only be
 	   appended to in UID order: merge them into the list so far. */
 	t_array_init(&all, 64);
@@ -351,7 +356,7 @@ static int fts_lmdb_flush_txn(void *context, const char **error_r)
 	const void *data;
 	size_t size;
 	unsigned int i, count, token_count;
-	uint32_t seg;
+	uint32_t seg, *list_count;
 	int ret;
 
 	ret = fts_lmdb_box_record_get(ctx->backend, ctx->guid, &rec, error_r);
@@ -396,6 +401,14 @@ static int fts_lmdb_flush_txn(void *context, const char **error_r)
 		ret = fts_lmdb_posting_load(db, key, value, &hdr, error_r);
 		if (ret < 0)
 			return -1;
+		list_count = fts_lmdb_box_record_list_count(&rec, bt->token,
+							    bt->size);
+		if (list_count != NULL && *list_count != hdr.count) {
+			fts_lmdb_db_set_corrupted(db);
+			*error_r = "a list of unindexed or long-token messages "
+				"is missing";
+			return -1;
+		}
 		if (ret == 0 && bt->token[0] != '\n') {
 			buffer_append(vocab, bt->token, bt->size);
 			buffer_append_c(vocab, '\n');
@@ -408,6 +421,8 @@ static int fts_lmdb_flush_txn(void *context, const char **error_r)
 							 entries[i].mask);
 			}
 		}
+		if (list_count != NULL)
+			*list_count = hdr.count;
 		if (fts_lmdb_db_put(db, FTS_LMDB_DBI_TOKENS, key->data,
 				    key->used, value->data, value->used,
 				    error_r) < 0)

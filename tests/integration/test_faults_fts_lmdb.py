@@ -50,7 +50,8 @@ from fts_helpers import SearchClient, diff_answers, load_maildir, search_command
 from fts_lmdb_helpers import (CORPUS_QUERIES, IS_LMDB, all_uids,
                               assert_lmdb_ok, assert_same, compare_views,
                               corpus_paths, format_mismatches,
-                              crash_lines, data_mdb, doveadm_ok, gen_message,
+                              crash_lines, data_mdb, doveadm_ok,
+                              expunge_uids, gen_message,
                               gen_queries, index_dir, lmdb_kwargs, log_lines,
                               mail_ids, release_index, require_plugin,
                               stock_kwargs)
@@ -69,9 +70,11 @@ DAMAGE = ["data-empty", "data-middle", "data-page-a", "data-page-b",
 OPEN_DAMAGE = ["data-half", "data-empty", "data-middle", "data-page-a",
                "data-page-b", "data-replaced",
                "lock-garbage", "lock-empty"]
-LOST = ["contains", "exact", "prefix"]
+LOST = ["contains", "exact", "prefix", "prefixsome"]
+LOST_LISTS = ["unindexed", "long", "expunged"]
 USERS = (KILL_USERS + ["diskfull", "diskfresh"] +
          [f"lost{k}" for k in LOST] +
+         [f"list{k}" for k in LOST_LISTS] +
          [f"dmg{k.replace('-', '')}" for k in DAMAGE] +
          [f"open{k.replace('-', '')}" for k in OPEN_DAMAGE])
 SETTINGS = {"fts_lmdb_batch_mb": 1, "leave_on_server_policy": "delete"}
@@ -475,25 +478,31 @@ def test_damage_under_an_open_session(pair, corpus, kind):
 # ------------------------------------------------------------ a lost token
 
 LOST_BODY = "alphaxq bravocharlie deltazulu"
+# another message where the last word of a phrase has a token of its own
+# with the same prefix
+LOST_BODY_2 = "bravocharlie deltazebra"
 # the query, and the token taken out of the tokens database: a
 # single-word key goes by the vocabulary; a phrase's middle word is an
-# exact lookup and its last word a prefix lookup, both by the B-tree
+# exact lookup and its last word a prefix lookup, both by the B-tree.
+# "prefixsome": the prefix lookup still finds deltazebra, in the other
+# message, and must not take that for the whole answer
 LOST_CASES = {
     "contains": ('BODY "bravocharlie"', "bravocharlie"),
     "exact": ('BODY "alphaxq bravocharlie deltazulu"', "bravocharlie"),
-    "prefix": ('BODY "alphaxq bravocharlie deltaz"', "deltazulu"),
+    "prefix": ('BODY "alphaxq bravocharlie deltazu"', "deltazulu"),
+    "prefixsome": ('BODY "bravocharlie deltaz"', "deltazulu"),
 }
 
 
-def _drop_token(path_dir: Path, token: str, tmp_path: Path) -> None:
-    """Rewrites the environment without the token's posting list (the
-    vocabulary still lists it): what garbage in a branch page that
-    still looks valid does to a lookup. Every value keeps its checksum."""
+def _drop_key(path_dir: Path, key_hex: str, tmp_path: Path) -> None:
+    """Rewrites the environment without the tokens database's entry
+    under key_hex (after the box number): what garbage in a branch page
+    that still looks valid does to a lookup. Every value keeps its
+    checksum."""
     dump = subprocess.run(["mdb_dump", "-a", str(path_dir)], check=True,
                           capture_output=True, text=True).stdout.splitlines()
-    # the key: the box's number (numpacked, one byte here) and the token
-    # as the normalizer left it (upper case)
-    key_re = re.compile(r"^ [0-7][0-9a-f]" + token.upper().encode().hex() + "$")
+    # the box's number is numpacked, one byte here
+    key_re = re.compile(r"^ [0-7][0-9a-f]" + key_hex + "$")
     out, skip, found = [], False, 0
     for line in dump:
         if skip:
@@ -503,7 +512,7 @@ def _drop_token(path_dir: Path, token: str, tmp_path: Path) -> None:
             skip, found = True, found + 1
             continue
         out.append(line)
-    assert found == 1, f"{token!r}: {found} keys in the dump"
+    assert found == 1, f"{key_hex}: {found} keys in the dump"
     (tmp_path / "dump").write_text("\n".join(out) + "\n")
     fresh = tmp_path / "env"
     fresh.mkdir()
@@ -516,23 +525,79 @@ def _drop_token(path_dir: Path, token: str, tmp_path: Path) -> None:
     os.replace(fresh / "data.mdb", data)
 
 
+def _lose_key(pair, user: str, query: str, key_hex: str, tmp_path: Path,
+              what: str, damage: str) -> None:
+    """Stock's answer before the key is taken out, when it is gone (the
+    damage logged), and after the rebuild."""
+    fts, stock = pair
+    assert_same(fts, stock, user, [query], step="before the loss")
+    killed = release_index(fts, user)
+    _drop_key(index_dir(fts, user), key_hex, tmp_path)
+    mark = fts.log_mark()
+    assert_same(fts, stock, user, [query], step=f"{what} lost")
+    assert log_lines(fts, r"fts-lmdb: .*damaged.*" + damage, mark), \
+        f"losing {what} was not reported as damage"
+    assert_same(fts, stock, user, [query], step="after the rebuild")
+    assert_lmdb_ok(fts, user, f"rebuilt after losing {what}")
+    _no_other_crash(fts, mark, killed, f"lost {what}")
+
+
 @pytest.mark.parametrize("case", LOST)
 def test_lost_token_is_damage(pair, corpus, tmp_path, case):
     """A token that the (checksummed) vocabulary lists but the tokens
     database lacks is damage, whichever way the lookup went: the search
     answers as stock, and the index is rebuilt."""
-    fts, stock = pair
+    fts = pair[0]
     user = f"lost{case}"
     query, token = LOST_CASES[case]
-    _load(pair, user, corpus[:40] + [gen_message(user, 1, LOST_BODY)])
+    _load(pair, user, corpus[:40] + [gen_message(user, 1, LOST_BODY),
+                                     gen_message(user, 2, LOST_BODY_2)])
     doveadm_ok(fts, "index", "-u", user, "INBOX")
-    assert_same(fts, stock, user, [query], step="before the loss")
-    killed = release_index(fts, user)
-    _drop_token(index_dir(fts, user), token, tmp_path)
-    mark = fts.log_mark()
-    assert_same(fts, stock, user, [query], step=f"{token} lost")
-    assert log_lines(fts, r"fts-lmdb: .*damaged.*vocabulary", mark), \
-        "the lost token was not reported as damage"
-    assert_same(fts, stock, user, [query], step="after the rebuild")
-    assert_lmdb_ok(fts, user, f"rebuilt after losing {token}")
-    _no_other_crash(fts, mark, killed, f"lost {token}")
+    # the key holds the token as the normalizer left it (upper case)
+    _lose_key(pair, user, query, token.upper().encode().hex(), tmp_path,
+              what=token, damage=r"vocabulary")
+
+
+# ------------------------------------------------------------ a lost list
+
+def _long_token() -> str:
+    rng = random.Random("long-token")
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789")
+                   for _ in range(200))
+
+
+# A key of 100 bytes from offset 50 of a 200-byte token: no stored chunk
+# (128 bytes, every 64) holds it, so only the list of messages with long
+# tokens makes that message a candidate.
+LONG_KEY = _long_token()[50:150]
+# more distinct tokens than fts_lmdb_max_mail_tokens (200,000 by default)
+UNINDEXED_BODY = " ".join(f"q{i:06d}z" for i in range(200_010))
+# (query, the list's key after the box number, in hex)
+LIST_CASES = {
+    "unindexed": ('BODY "q150000z"', "0a01"),
+    "long": (f'BODY "{LONG_KEY}"', "0a"),
+    "expunged": ('NOT BODY "bravocharlie"', "0a03"),
+}
+
+
+@pytest.mark.parametrize("case", LOST_LISTS)
+def test_lost_list_is_damage(pair, corpus, tmp_path, case):
+    """The lists of messages kept under special keys (mail that couldn't
+    be indexed, mail with long tokens, expunged mail not yet purged) have
+    no key when they are empty: the mailbox's record counts them, and a
+    lost list is damage. Without the counts, the first two answered
+    without the message the list names."""
+    fts = pair[0]
+    user = f"list{case}"
+    query, key_hex = LIST_CASES[case]
+    special = {"unindexed": UNINDEXED_BODY, "long": _long_token(),
+               "expunged": LOST_BODY}[case]
+    _load(pair, user, corpus[:30] + [gen_message(user, 1, special),
+                                     gen_message(user, 2, LOST_BODY_2)])
+    doveadm_ok(fts, "index", "-u", user, "INBOX")
+    if case == "expunged":
+        # indexed mail expunged: listed until a purge (64 or more)
+        for dc in pair:
+            expunge_uids(dc, user, "INBOX", [3])
+    _lose_key(pair, user, query, key_hex, tmp_path, what=f"the {case} list",
+              damage=r"a list of")

@@ -3,6 +3,8 @@
    maps: every checkpoint must restart decoding exactly where the full
    decoding is, and a damaged record must be rejected. */
 
+/* memmem(), the reference for fts_lmdb_find() */
+#define _GNU_SOURCE
 #include "lib.h"
 #include "array.h"
 #include "buffer.h"
@@ -12,6 +14,7 @@
 #include "../../plugins/fts_lmdb/fts-lmdb-postings.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-partmap.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-checksum.h"
+#include "../../plugins/fts_lmdb/fts-lmdb-find.h"
 #include "base64.h"
 #include "qp-decoder.h"
 
@@ -480,10 +483,64 @@ static void test_checksum(void)
 			fts_lmdb_checksum(0, data->data, split),
 			CONST_PTR_OFFSET(data->data, split), size - split), size);
 	}
+	/* long enough for the three streams, at every remainder of 3 and
+	   of the word size */
+	data = t_buffer_create(300 * 1024);
+	fill_random(data, 300 * 1024, 11);
+	for (size = 16 * 1024 - 50; size <= data->used; size += 7919) {
+		crc = fts_lmdb_checksum(0, data->data, size);
+		test_assert_idx(crc == fts_lmdb_checksum_portable(0, data->data,
+								  size), size);
+		test_assert_idx(crc == fts_lmdb_checksum(
+			fts_lmdb_checksum(0, data->data, 5),
+			CONST_PTR_OFFSET(data->data, 5), size - 5), size);
+	}
 	/* one flipped bit shows */
 	crc = fts_lmdb_checksum(0, data->data, data->used);
-	((unsigned char *)buffer_get_modifiable_data(data, NULL))[500] ^= 0x10;
+	((unsigned char *)buffer_get_modifiable_data(data, NULL))[150000] ^= 0x10;
 	test_assert(crc != fts_lmdb_checksum(0, data->data, data->used));
+	test_end();
+}
+
+static void test_find(void)
+{
+	/* a small alphabet, so that first and last bytes often match
+	   where the key doesn't */
+	static const char alphabet[] = "ab\n";
+	unsigned char hay[300], key[40];
+	unsigned int seed = 1, round, hay_size, key_size, i, start;
+	const void *expected, *got;
+
+	test_begin("vocabulary substring search (fts_lmdb_find)");
+	for (round = 0; round < 20000; round++) {
+		seed = seed * 1103515245 + 12345;
+		hay_size = (seed >> 8) % sizeof(hay);
+		for (i = 0; i < hay_size; i++) {
+			seed = seed * 1103515245 + 12345;
+			hay[i] = alphabet[(seed >> 16) % 3];
+		}
+		seed = seed * 1103515245 + 12345;
+		key_size = (seed >> 8) % sizeof(key);
+		if (round % 2 == 0 && key_size <= hay_size) {
+			/* a key that is there, anywhere, the end included */
+			start = (seed >> 4) % (hay_size - key_size + 1);
+			memcpy(key, hay + start, key_size);
+		} else {
+			for (i = 0; i < key_size; i++) {
+				seed = seed * 1103515245 + 12345;
+				key[i] = alphabet[(seed >> 16) % 3];
+			}
+		}
+		expected = memmem(hay, hay_size, key, key_size);
+		got = fts_lmdb_find(hay, hay_size, key, key_size);
+		test_assert_idx(got == expected, round);
+	}
+	/* only in the last bytes, after every full block of 16 */
+	memset(hay, 'a', sizeof(hay));
+	memcpy(hay + sizeof(hay) - 3, "xyz", 3);
+	test_assert(fts_lmdb_find(hay, sizeof(hay), "xyz", 3) ==
+		    hay + sizeof(hay) - 3);
+	test_assert(fts_lmdb_find(hay, sizeof(hay) - 1, "xyz", 3) == NULL);
 	test_end();
 }
 
@@ -500,6 +557,7 @@ int main(void)
 		test_partmap_crlf,
 		test_partmap_record,
 		test_checksum,
+		test_find,
 		NULL
 	};
 	return test_run(tests);
