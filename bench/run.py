@@ -4,8 +4,9 @@
 access_rules:
   1. the cost of evaluating one session against 1, 100 and 10,000 rules
      (build/bench-access-rules, in process);
-  2. login-to-SELECT latency on a real Dovecot with the plugin against the
-     same Dovecot without it, both running at once, requests interleaved.
+  2. login-to-SELECT latency on a real Dovecot, users with the plugin
+     against users without it on the same instance (userdb sets each
+     user's mail_plugins and rules file), requests interleaved.
 
 leave_on_server:
   3. the check-for-new-mail POP3 session (STAT, UIDL, QUIT) with 10 new
@@ -30,6 +31,7 @@ a pass/fail test: machines are noisy, so compare the ratios.
 """
 
 import argparse
+import random
 import shlex
 import socket
 import statistics
@@ -46,10 +48,11 @@ import leave_on_server as bench_leave_on_server  # noqa: E402
 OUT = REPO / "build" / "bench" / "results.txt"
 
 
-def rules_file(count):
+def rules_file(count, check_user):
     """A rules file of `count` rules in the shape admins write: per-user
-    and per-network rules, ending with catch-alls. The benchmark user
-    falls through all of them to the last allow."""
+    and per-network rules, ending with catch-alls. The benchmark users
+    fall through all of them to the last allow; check_user is refused
+    by the first, to show that the plugin is in the timed path."""
     lines = []
     for i in range(count - 2):
         if i % 2 == 0:
@@ -58,16 +61,17 @@ def rules_file(count):
             lines.append(f"readonly from 10.{(i // 256) % 256}.{i % 256}.0/24")
     lines.append("deny protocol pop3 from !127.0.0.0/8")
     lines.append("allow tls no")
-    return "deny user mallory reason \"bench check\"\n" + "\n".join(lines) + "\n"
+    return (f"deny user {check_user} reason \"bench check\"\n"
+            + "\n".join(lines) + "\n")
 
 
-def login_select(port):
+def login_select(port, user):
     """Seconds from connect to the tagged OK of SELECT INBOX."""
     start = time.perf_counter()
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     reader = sock.makefile("rb")
     reader.readline()
-    sock.sendall(b"a LOGIN alice secret\r\nb SELECT INBOX\r\n")
+    sock.sendall(f"a LOGIN {user} secret\r\nb SELECT INBOX\r\n".encode())
     while not reader.readline().startswith(b"b OK"):
         pass
     elapsed = time.perf_counter() - start
@@ -90,86 +94,127 @@ REUSE_CONF = """service imap {
 }
 """
 NOOP_DIR = REPO / "build" / "bench-noop"
+# access_rules and the no-op module side by side, for one instance
+PLUGINS_DIR = REPO / "build" / "bench-plugins"
+
+# Every side is a user of one Dovecot instance. The userdb gives each
+# its own mail_plugins and rules file (userdb fields override settings,
+# and unknown ones are plugin settings), so that the sides share one
+# master, one auth process and one imap service and differ only in the
+# plugin. (Earlier runs used an instance per side: 13 instances on 2
+# cores, and two identical stock instances differed by up to 1.3%.)
+# (side, user, mail_plugins, rule count, compiled, baseline)
+SIDES = [
+    ("no plugin", "plain", "", 0, False, None),
+    ("no plugin, 2nd user", "plain2", "", 0, False, "no plugin"),
+    ("no-op module", "noop", "bench_noop", 0, False, "no plugin"),
+    ("rules 3 text", "r3", "access_rules", 3, False, "no plugin"),
+    ("rules 100 text", "r100", "access_rules", 100, False, "no plugin"),
+    ("rules 10k text", "r10kt", "access_rules", 10000, False, "no plugin"),
+    ("rules 10k compiled", "r10kc", "access_rules", 10000, True,
+     "no plugin"),
+]
+REUSED_SIDES = ["no plugin", "no plugin, 2nd user", "rules 3 text",
+                "rules 10k compiled"]
 
 
-def start_plugged(rule_count, compiled, other_plugins="", extra_conf=""):
-    dc = DovecotInstance(mail_plugins=f"{other_plugins} access_rules".strip(),
-                         users=["alice", "mallory"],
-                         extra_conf=extra_conf).start()
-    path = dc.write_file("rules.conf", rules_file(rule_count))
-    if compiled:
-        subprocess.run([str(REPO / "build" / "access-rules"), "compile", path],
-                       check=True, capture_output=True)
-    dc.plugin_settings = {"access_rules_file": path}
+def _plugins_dir():
+    PLUGINS_DIR.mkdir(parents=True, exist_ok=True)
+    for so in list(REPO.glob("build/lib*_access_rules_plugin.so")) + \
+            list(NOOP_DIR.glob("lib*_plugin.so")):
+        link = PLUGINS_DIR / so.name
+        if not link.exists():
+            link.symlink_to(so)
+    return PLUGINS_DIR
+
+
+def start_sides(sides, extra_conf=""):
+    """One instance with a user per side (and a refused user per rules
+    file), checked to refuse the latter before anything is timed."""
+    users, checks = [], []
+    for name, user, plugins, count, compiled, _ in sides:
+        fields = {}
+        if plugins:
+            fields["mail_plugins"] = plugins
+        if count:
+            fields["access_rules_file"] = f"@{user}"
+            checks.append(f"check{user}")
+            users.append({"name": f"check{user}", "fields": dict(fields)})
+        users.append({"name": user, "fields": fields})
+    dc = DovecotInstance(plugin_dir=_plugins_dir(), users=users,
+                         extra_conf=extra_conf)
+    dc.start()
+    for name, user, plugins, count, compiled, _ in sides:
+        if not count:
+            continue
+        path = dc.write_file(f"rules-{user}.conf",
+                             rules_file(count, f"check{user}"))
+        if compiled:
+            subprocess.run([str(REPO / "build" / "access-rules"), "compile",
+                            path], check=True, capture_output=True)
+        for u in dc.users:
+            if u["fields"].get("access_rules_file") == f"@{user}":
+                u["fields"]["access_rules_file"] = str(path)
     dc.reload()
     time.sleep(1)
     # make sure the plugin is really in the path being timed
-    try:
-        dc.imap("mallory").noop()
-        raise SystemExit("bench: access_rules did not refuse mallory; "
-                         "the plugin is not active")
-    except Exception as e:
-        if "bench check" not in str(e):
-            raise
+    for check in checks:
+        try:
+            dc.imap(check).noop()
+            raise SystemExit(f"bench: access_rules did not refuse {check}; "
+                             "the plugin is not active")
+        except Exception as e:
+            if "bench check" not in str(e):
+                raise
     return dc
 
 
 def bench_login_select(rounds, report):
-    # (name, baseline it is compared with)
-    plan = [("stock", None), ("stock, 2nd instance", "stock"),
-            ("no-op module", "stock"),
-            ("rules 3 text", "stock"), ("rules 3 text", "no-op module"),
-            ("rules 100 text", "stock"),
-            ("rules 10k text", "stock"), ("rules 10k compiled", "stock"),
-            ("quota", None), ("quota + rules 10k compiled", "quota"),
-            ("reused: stock", None), ("reused: rules 3 text", "reused: stock"),
-            ("reused: rules 10k compiled", "reused: stock")]
-    # every side has the same users, so that only the plugin differs
-    sides = {"stock": DovecotInstance(users=["alice", "mallory"]).start()}
+    default = start_sides(SIDES)
+    reused = None
     try:
-        # the same stock server twice: what two instances differ by with
-        # no plugin at all is the resolution of every other comparison
-        sides["stock, 2nd instance"] = DovecotInstance(
-            users=["alice", "mallory"]).start()
-        sides["no-op module"] = DovecotInstance(
-            plugin_dir=NOOP_DIR, mail_plugins="bench_noop",
-            users=["alice", "mallory"]).start()
-        sides["rules 3 text"] = start_plugged(3, False)
-        sides["rules 100 text"] = start_plugged(100, False)
-        sides["rules 10k text"] = start_plugged(10000, False)
-        sides["rules 10k compiled"] = start_plugged(10000, True)
-        sides["quota"] = DovecotInstance(mail_plugins="quota",
-                                         users=["alice", "mallory"]).start()
-        sides["quota + rules 10k compiled"] = start_plugged(10000, True, "quota")
-        sides["reused: stock"] = DovecotInstance(
-            users=["alice", "mallory"], extra_conf=REUSE_CONF).start()
-        sides["reused: rules 3 text"] = start_plugged(
-            3, False, extra_conf=REUSE_CONF)
-        sides["reused: rules 10k compiled"] = start_plugged(
-            10000, True, extra_conf=REUSE_CONF)
-        for dc in sides.values():
+        reused = start_sides([s for s in SIDES if s[0] in REUSED_SIDES],
+                             extra_conf=REUSE_CONF)
+        plan = [(dc, label, side) for dc, label, sides in
+                ((default, "", SIDES),
+                 (reused, "reused: ", [s for s in SIDES
+                                       if s[0] in REUSED_SIDES]))
+                for side in sides]
+        for dc, _, side in plan:
             for _ in range(20):  # warm up caches and the process pools
-                login_select(dc.imap_port)
-        times = {name: [] for name in sides}
-        names = list(sides)
-        for i in range(rounds):
-            # rotate which side goes first, so drift hits all equally
-            for name in names[i % len(names):] + names[:i % len(names)]:
-                times[name].append(login_select(sides[name].imap_port))
-        med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-        p95 = {k: percentile(v, 95) * 1000 for k, v in times.items()}
-        report(f"login-to-SELECT, {rounds} interleaved rounds (one new imap "
-               "process per login, Dovecot's default):")
-        for name, baseline in plan:
-            ratio = "" if baseline is None else \
-                f"   vs {baseline}: {(med[name] / med[baseline] - 1) * 100:+.1f}%"
-            report(f"  {name:<27} median {med[name]:7.3f} ms   "
+                login_select(dc.imap_port, side[1])
+        times = [[] for _ in plan]
+        rng = random.Random(1993)
+        for _ in range(rounds):
+            # a new order every round: drift hits all sides equally, and
+            # no side always follows the same one (a rotation timed the
+            # side after "rules 10k text" while that 30 ms process was
+            # still exiting)
+            order = list(range(len(plan)))
+            rng.shuffle(order)
+            for j in order:
+                dc, _, side = plan[j]
+                times[j].append(login_select(dc.imap_port, side[1]))
+        med = {label + side[0]: statistics.median(t) * 1000
+               for (_, label, side), t in zip(plan, times)}
+        p95 = {label + side[0]: percentile(t, 95) * 1000
+               for (_, label, side), t in zip(plan, times)}
+        report(f"login-to-SELECT, {rounds} interleaved rounds, one instance "
+               "per process model, a user per side:")
+        for _, label, side in plan:
+            name = label + side[0]
+            base = None if side[5] is None else label + side[5]
+            ratio = "" if base is None else \
+                f"   vs {base}: {(med[name] / med[base] - 1) * 100:+.1f}%"
+            report(f"  {name:<29} median {med[name]:7.3f} ms   "
                    f"p95 {p95[name]:7.3f} ms{ratio}")
-        report("  (reused: one imap process serves login after login, "
+        report("  (a new imap process per login, Dovecot's default; reused: "
+               "one imap process serves login after login, "
                "service_count = 0)")
     finally:
-        for dc in sides.values():
-            dc.stop()
+        default.stop()
+        if reused is not None:
+            reused.stop()
 
 
 def main():
