@@ -255,6 +255,31 @@ def write_mismatches(size_label: str, details) -> None:
     path.write_text("\n".join(lines))
 
 
+def write_query_times(size_label: str, sides: list[Side], queries: list) -> None:
+    """Per query: its category, how many messages stock found, and each
+    backend's median in ms, slowest lmdb (else last backend) first: which
+    query is the median, and what it waits for, is not in p50/p95."""
+    live = [s for s in sides if s.times]
+    if not live:
+        return
+    key_side = next((s for s in live if s.backend == "lmdb"), live[-1])
+    stock = next(s for s in sides if s.backend == "stock")
+
+    def ms(s, q):
+        v = s.times.get(q.text)
+        return statistics.median(v) * 1000 if v else float("nan")
+
+    rows = sorted(queries, key=lambda q: -ms(key_side, q))
+    lines = ["\t".join(["category", "found by stock"] +
+                       [f"{s.backend} ms" for s in live] + ["query"])]
+    for q in rows:
+        found = stock.answers.get(q.text)
+        n = len(found.uids) if found is not None and found.uids is not None else "-"
+        lines.append("\t".join([q.category, str(n)] +
+                               [f"{ms(s, q):.1f}" for s in live] + [q.text]))
+    (OUT_DIR / f"fts-times-{size_label}.tsv").write_text("\n".join(lines) + "\n")
+
+
 def parse_skip(values: list[str]) -> dict:
     skip: dict[str, set] = {}
     for v in values:
@@ -343,6 +368,7 @@ def main() -> None:
             run_queries(sides, queries, args.repeat, log)
             out()
             report_size(label, paths, sides, queries, args, out)
+            write_query_times(label, sides, queries)
         finally:
             for s in sides:
                 if s.dc is not None:
@@ -354,7 +380,8 @@ def main() -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {args.output} (differing queries: "
-          f"{OUT_DIR.relative_to(REPO)}/fts-mismatches-<size>.txt)")
+          f"{OUT_DIR.relative_to(REPO)}/fts-mismatches-<size>.txt, per query "
+          f"times: {OUT_DIR.relative_to(REPO)}/fts-times-<size>.tsv)")
 
 
 def _version(cmd: list[str]) -> str:
