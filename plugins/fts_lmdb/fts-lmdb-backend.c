@@ -376,6 +376,17 @@ uint32_t *fts_lmdb_box_record_list_count(struct fts_lmdb_box_record *rec,
 	return NULL;
 }
 
+int fts_lmdb_box_list_check(struct fts_lmdb_db *db, uint32_t expected,
+			    uint32_t count, const char **error_r)
+{
+	if (count == expected)
+		return 0;
+	fts_lmdb_db_set_corrupted(db);
+	*error_r = t_strdup_printf("a list of %u messages holds %u",
+				   expected, count);
+	return -1;
+}
+
 static int
 fts_lmdb_box_expunged(struct fts_lmdb_backend *backend,
 		      const struct fts_lmdb_box_record *rec,
@@ -385,7 +396,7 @@ fts_lmdb_box_expunged(struct fts_lmdb_backend *backend,
 	buffer_t *key = t_buffer_create(8);
 	const void *data;
 	size_t size;
-	uint32_t uid, mask;
+	uint32_t uid, mask, count = 0;
 	int ret;
 
 	fts_lmdb_token_key(key, rec->box_id, FTS_LMDB_KEY_EXPUNGED,
@@ -394,21 +405,21 @@ fts_lmdb_box_expunged(struct fts_lmdb_backend *backend,
 			      key->used, &data, &size, error_r);
 	if (ret < 0)
 		return -1;
-	if (ret == 0 && rec->expunged_count > 0) {
-		fts_lmdb_db_set_corrupted(backend->db);
-		*error_r = "the expunge list is missing";
-		return -1;
+	if (ret > 0) {
+		fts_lmdb_postings_iter_init(&piter, data, size);
+		while (fts_lmdb_postings_iter_next(&piter, &uid, &mask)) {
+			seq_range_array_add(expunged, uid);
+			count++;
+		}
+		if (piter.failed) {
+			*error_r = "damaged expunge list";
+			return -1;
+		}
 	}
-	if (ret == 0)
-		return 0;
-	fts_lmdb_postings_iter_init(&piter, data, size);
-	while (fts_lmdb_postings_iter_next(&piter, &uid, &mask))
-		seq_range_array_add(expunged, uid);
-	if (piter.failed) {
-		*error_r = "damaged expunge list";
+	if (fts_lmdb_box_list_check(backend->db, rec->expunged_count, count,
+				    error_r) < 0)
 		return -1;
-	}
-	return 1;
+	return ret;
 }
 
 int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
@@ -531,13 +542,11 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 		ret = -1;
 	if (ret < 0)
 		return -1;
-	if (seen.unindexed_count != old_rec.unindexed_count ||
-	    seen.long_count != old_rec.long_count) {
-		fts_lmdb_db_set_corrupted(backend->db);
-		*error_r = "a list of unindexed or long-token messages is "
-			"missing";
+	if (fts_lmdb_box_list_check(backend->db, old_rec.unindexed_count,
+				    seen.unindexed_count, error_r) < 0 ||
+	    fts_lmdb_box_list_check(backend->db, old_rec.long_count,
+				    seen.long_count, error_r) < 0)
 		return -1;
-	}
 	if (vocab->used > 0) {
 		fts_lmdb_vocab_key(key, rec->box_id, seg++);
 		if (fts_lmdb_db_put(backend->db, FTS_LMDB_DBI_VOCAB, key->data,

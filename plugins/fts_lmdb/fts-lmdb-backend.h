@@ -39,7 +39,7 @@ struct fts_lmdb_box_record {
 	uint32_t long_count;
 };
 
-/* A vocabulary segment is a value that a lookup scans with memmem();
+/* A vocabulary segment is a value that a lookup scans whole;
    this keeps appending to the newest one cheap. */
 #define FTS_LMDB_VOCAB_SEGMENT_MAX (256 * 1024)
 
@@ -72,6 +72,10 @@ int fts_lmdb_box_record_put(struct fts_lmdb_backend *backend,
    is a token's. */
 uint32_t *fts_lmdb_box_record_list_count(struct fts_lmdb_box_record *rec,
 					 const void *token, size_t size);
+/* A list that doesn't hold as many messages as the record counts is
+   damage (the db is marked corrupted, so a failed write rebuilds). */
+int fts_lmdb_box_list_check(struct fts_lmdb_db *db, uint32_t expected,
+			    uint32_t count, const char **error_r);
 void fts_lmdb_token_key(buffer_t *key, uint32_t box_id,
 			const void *token, size_t size);
 /* segments are numbered big endian, so that they scan in order */

@@ -204,9 +204,8 @@ fts_lmdb_vocab_next(const unsigned char *p, const unsigned char *end,
 	return hit == NULL ? NULL : hit + 1;
 }
 
-/* Adds the postings of the vocabulary's tokens that match q to set.
-   With set == NULL only counts them into count_r, or with count_r NULL
-   too only looks: 1 if there is one, 0 if not. */
+/* Adds the postings of the vocabulary's tokens that match q to set, or
+   with set == NULL only counts them into count_r. */
 static int fts_lmdb_scan_vocab(struct fts_lmdb_lookup *lk,
 			       const unsigned char *q, size_t q_size,
 			       enum fts_lmdb_match match, uint32_t fields,
@@ -249,11 +248,8 @@ static int fts_lmdb_scan_vocab(struct fts_lmdb_lookup *lk,
 				continue;
 			if (count_r != NULL)
 				(*count_r)++;
-			if (set == NULL) {
-				if (count_r == NULL)
-					return 1;
+			if (set == NULL)
 				continue;
-			}
 			ret = fts_lmdb_token_add(lk, start, stop - start,
 						 fields, set);
 			if (ret < 0)
@@ -331,17 +327,8 @@ static int fts_lmdb_confirm_count(struct fts_lmdb_lookup *lk,
 				  unsigned int found)
 {
 	unsigned int listed;
-	int ret;
 
-	if (found == 0) {
-		ret = fts_lmdb_scan_vocab(lk, q, q_size, match, 0, NULL,
-					  NULL);
-		listed = ret > 0 ? 1 : 0;
-	} else {
-		ret = fts_lmdb_scan_vocab(lk, q, q_size, match, 0, NULL,
-					  &listed);
-	}
-	if (ret < 0)
+	if (fts_lmdb_scan_vocab(lk, q, q_size, match, 0, NULL, &listed) < 0)
 		return -1;
 	if (listed != found) {
 		lk->error = "a token of the vocabulary is missing from "

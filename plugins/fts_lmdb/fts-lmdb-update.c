@@ -266,11 +266,9 @@ static int fts_lmdb_flush_expunged(struct fts_lmdb_update_context *ctx,
 	if (fts_lmdb_posting_load(ctx->backend->db, key, value, &hdr,
 				  error_r) < 0)
 		return -1;
-	if (hdr.count != rec->expunged_count) {
-		fts_lmdb_db_set_corrupted(ctx->backend->db);
-		*error_r = "the expunge list is missing";
+	if (fts_lmdb_box_list_check(ctx->backend->db, rec->expunged_count,
+				    hdr.count, error_r) < 0)
 		return -1;
-	}
 	/* Expunges come in any UID order, and a posting list can only be
 	   appended to in UID order: merge them into the list so far. */
 	t_array_init(&all, 64);
@@ -403,12 +401,10 @@ static int fts_lmdb_flush_txn(void *context, const char **error_r)
 			return -1;
 		list_count = fts_lmdb_box_record_list_count(&rec, bt->token,
 							    bt->size);
-		if (list_count != NULL && *list_count != hdr.count) {
-			fts_lmdb_db_set_corrupted(db);
-			*error_r = "a list of unindexed or long-token messages "
-				"is missing";
+		if (list_count != NULL &&
+		    fts_lmdb_box_list_check(db, *list_count, hdr.count,
+					    error_r) < 0)
 			return -1;
-		}
 		if (ret == 0 && bt->token[0] != '\n') {
 			buffer_append(vocab, bt->token, bt->size);
 			buffer_append_c(vocab, '\n');
