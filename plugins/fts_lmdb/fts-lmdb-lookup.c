@@ -18,6 +18,7 @@
 #include "fts-lmdb-find.h"
 #include "fts-lmdb-postings.h"
 #include "fts-lmdb-backend.h"
+#include "fts-lmdb-search.h"
 
 enum fts_lmdb_match {
 	FTS_LMDB_MATCH_CONTAINS,
@@ -528,6 +529,7 @@ static int fts_lmdb_lookup_level(struct fts_lmdb_lookup *lk,
 {
 	struct mail_search_arg *arg;
 	uint64_t *definite, *maybe, *arg_definite, *arg_maybe;
+	ARRAY_TYPE(seq_range) possible;
 	uint32_t uid;
 	bool handled = FALSE;
 	int ret;
@@ -569,6 +571,12 @@ static int fts_lmdb_lookup_level(struct fts_lmdb_lookup *lk,
 	}
 	if (!handled)
 		return 0;
+	fts_lmdb_uidset_or(lk, maybe, definite);
+	t_array_init(&possible, 64);
+	fts_lmdb_uidset_export(lk, maybe, &possible);
+	fts_lmdb_search_level_answered(lk->box, args, &possible,
+				       lk->rec.last_uid);
+
 	fts_lmdb_uidset_and_not(lk, maybe, definite);
 	fts_lmdb_uidset_export(lk, definite, &result->definite_uids);
 	fts_lmdb_uidset_export(lk, maybe, &result->maybe_uids);

@@ -7,6 +7,7 @@
 #include "fts-lmdb-user.h"
 #include "fts-lmdb-mail.h"
 #include "fts-lmdb-imap.h"
+#include "fts-lmdb-search.h"
 #include "fts-lmdb-plugin.h"
 
 const char *fts_lmdb_plugin_version = DOVECOT_ABI_VERSION;
@@ -19,6 +20,7 @@ struct event_category event_category_fts_lmdb = {
 
 static struct mail_storage_hooks fts_lmdb_mail_storage_hooks = {
 	.mail_user_created = fts_lmdb_mail_user_created,
+	.mailbox_allocated = fts_lmdb_search_mailbox_allocated,
 	.mail_allocated = fts_lmdb_mail_allocated,
 };
 

@@ -354,6 +354,13 @@ class SearchClient:
                 uids.extend(int(x) for x in line[8:].split())
         return SearchResult(sorted(uids), status, elapsed)
 
+    def command(self, text: str) -> tuple[list[bytes], str]:
+        """Any command (ASCII, no literals): its untagged lines, and the
+        tagged status line without the tag."""
+        tag = self._next_tag()
+        self.sock.sendall(f"{tag} {text}\r\n".encode())
+        return self._read_until(tag)
+
     def close(self) -> None:
         try:
             tag = self._next_tag()
