@@ -9,7 +9,9 @@ tests compare with stock Dovecot the searches where that could go wrong:
 * NOT of a key, of an AND list and of an OR list; nested lists; keys
   that match nothing;
 * the other commands that search: SORT, THREAD, ESEARCH (MIN MAX COUNT
-  ALL), SEARCHRES ($) and CONTEXT=SEARCH updates (RETURN (UPDATE)).
+  ALL), SEARCHRES ($) and CONTEXT=SEARCH updates (RETURN (UPDATE));
+* a virtual mailbox over two real ones (not narrowed itself, but its
+  lookups go through the same code).
 
 The mailbox has flags, and expunged messages so that sequence numbers
 aren't UIDs; more mail arrives after the index was built. With
@@ -20,12 +22,13 @@ well without any narrowing.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
 import pytest
 
-from fts_helpers import SearchClient
+from fts_helpers import SearchClient, compare_with_stock, load_maildir
 from fts_lmdb_helpers import (append, assert_log_clean, assert_no_errors,
                               assert_same, doveadm_ok, expunge_uids,
                               gen_message, imap_ok, session, start_pair)
@@ -247,3 +250,52 @@ def test_saved_result_and_updates_equal_stock(pair):
     updates = transcripts[stock][-1][2]
     assert any(b"ADDTO" in line for line in updates), updates
     assert any(b"REMOVEFROM" in line for line in updates), updates
+
+
+VIRTUAL_CONF = """
+namespace inbox {
+  inbox = yes
+  separator = /
+}
+namespace virtual {
+  prefix = Virtual/
+  separator = /
+  location = virtual:~/virtual
+}
+"""
+
+
+def test_virtual_mailbox_equal_stock(dovecot):
+    """A virtual mailbox over INBOX and Work: the fts plugin looks up
+    both real mailboxes at once (the backend's lookup_multi), and the
+    virtual storage searches each of them; neither may lose a match."""
+    fts, stock = start_pair(dovecot, mail_plugins="virtual",
+                            extra_conf=VIRTUAL_CONF, debug=True)
+    for dc in (fts, stock):
+        load_maildir(dc, USER, [message(i) for i in range(1, 121)])
+        load_maildir(dc, USER, [message(i) for i in range(121, 201)],
+                     mailbox="Work")
+        home = dc.home(USER)
+        # the virtual mailbox numbers messages by received date (the
+        # files' mtime in Maildir): the same on both sides
+        files = sorted((dc.maildir(USER) / "cur").iterdir()) + \
+            sorted((dc.maildir(USER) / ".Work" / "cur").iterdir())
+        for n, path in enumerate(files):
+            os.utime(path, (1_500_000_000 + n * 60,) * 2)
+        st = os.stat(home)
+        for d in (home / "virtual", home / "virtual" / "All"):
+            d.mkdir(mode=0o700, exist_ok=True)
+            os.chown(d, st.st_uid, st.st_gid)
+        spec = home / "virtual" / "All" / "dovecot-virtual"
+        spec.write_text("INBOX\nWork\n  all\n")
+        os.chown(spec, st.st_uid, st.st_gid)
+    doveadm_ok(fts, "index", "-u", USER, "INBOX")
+    mark = fts.log_mark()
+    mismatches = compare_with_stock(fts, stock, USER, QUERIES,
+                                    mailbox="Virtual/All")
+    assert not mismatches, "\n".join(str(m) for m in mismatches)
+    with SearchClient(fts, USER, mailbox="Virtual/All") as c:
+        assert len(c.search("ALL").uids) == 200
+        assert len(c.search('BODY "alphaword"').uids) == 200 // 3
+    assert_no_errors(fts, mark, "searches of a virtual mailbox")
+    assert_log_clean(fts)
