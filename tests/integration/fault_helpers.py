@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -72,29 +73,42 @@ def tracer_of(pid: int) -> int:
     return 0
 
 
-def open_paths(pid: int) -> set[str]:
-    """Paths of the files process `pid` has open."""
-    out = set()
+def _fd_links(pid: int) -> dict[str, str]:
+    """Process `pid`'s descriptors and the paths they point to."""
+    out = {}
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return out
     for fd in fds:
         try:
-            out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            out[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             pass
     return out
 
 
-def wait_open(pid: int, path: Path, timeout: float = 10) -> None:
-    """Wait until process `pid` has `path` open."""
+def wait_read(pid: int, path: Path, size: int, timeout: float = 10) -> None:
+    """Wait until process `pid` has read `size` bytes of `path` through a
+    descriptor it holds open (its file position, from /proc). An open
+    alone isn't enough for a test that changes the file after the read:
+    the read may not have started yet."""
     deadline = time.monotonic() + timeout
-    while str(path) not in open_paths(pid):
+    while True:
+        for fd in [fd for fd, p in _fd_links(pid).items() if p == str(path)]:
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    info = f.read()
+            except OSError:
+                continue
+            pos = re.search(r"^pos:\s*(\d+)", info, re.M)
+            if pos and int(pos.group(1)) >= size:
+                return
         if not alive(pid):
-            raise AssertionError(f"process {pid} exited before opening {path}")
+            raise AssertionError(f"process {pid} exited before reading {path}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"process {pid} didn't open {path} in {timeout}s")
+            raise AssertionError(
+                f"process {pid} didn't read {size} bytes of {path} in {timeout}s")
         time.sleep(0.002)
 
 

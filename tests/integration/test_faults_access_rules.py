@@ -37,7 +37,7 @@ from access_rules_helpers import _server_log_on_failure  # noqa: F401 (fixture)
 from access_rules_helpers import (IMAP_INTERNAL_ERROR, assert_no_crash,
                                   login_pid, make_message, run_tool,
                                   server_fixture, try_session, wait_log)
-from fault_helpers import delay_at, wait_open
+from fault_helpers import delay_at, wait_read
 
 ONE_PROCESS = "".join(f"service {s} {{\n  service_count = 0\n  process_limit = 1\n"
                       "  client_limit = 20\n}\n" for s in ("imap", "pop3"))
@@ -208,6 +208,7 @@ def _hold_login_while_replacing(srv, proto, user, replace, tmp_path):
     (after the read); replace the file during the hold. Returns the
     decision of that login."""
     dc = srv.dc
+    size = srv.rules_path.stat().st_size
     pid, = dc.worker_pids(proto)
     result = {}
 
@@ -222,7 +223,7 @@ def _hold_login_while_replacing(srv, proto, user, replace, tmp_path):
         t = threading.Thread(target=login)
         t.start()
         try:
-            wait_open(pid, srv.rules_path)
+            wait_read(pid, srv.rules_path, size)
             replace()
         finally:
             t.join(20)
