@@ -14,6 +14,7 @@
 #include "fts-lmdb-plugin.h"
 #include "fts-lmdb-db.h"
 #include "fts-lmdb-postings.h"
+#include "fts-lmdb-blocks.h"
 #include "fts-lmdb-backend.h"
 
 #define FTS_LMDB_INDEX_DIR_NAME "fts-lmdb"
@@ -284,14 +285,6 @@ void fts_lmdb_token_key(buffer_t *key, uint32_t box_id,
 	buffer_append(key, token, size);
 }
 
-void fts_lmdb_vocab_key(buffer_t *key, uint32_t box_id, uint32_t seg)
-{
-	uint8_t seg_be[4];
-
-	cpu32_to_be_unaligned(seg, seg_be);
-	fts_lmdb_token_key(key, box_id, seg_be, sizeof(seg_be));
-}
-
 void fts_lmdb_uid_key(buffer_t *key, uint32_t box_id, uint32_t uid)
 {
 	uint8_t uid_be[4];
@@ -335,17 +328,11 @@ static int fts_lmdb_box_delete_keys(struct fts_lmdb_backend *backend,
 int fts_lmdb_box_clear(struct fts_lmdb_backend *backend,
 		       struct fts_lmdb_box_record *rec, const char **error_r)
 {
-	buffer_t *key = t_buffer_create(8);
-	unsigned int i;
 	int ret = 0;
 
-	for (i = 0; i < rec->vocab_segments; i++) {
-		fts_lmdb_vocab_key(key, rec->box_id, i);
-		if (fts_lmdb_db_del(backend->db, FTS_LMDB_DBI_VOCAB,
-				    key->data, key->used, error_r) < 0)
-			return -1;
-	}
-	if (fts_lmdb_box_delete_keys(backend, FTS_LMDB_DBI_TOKENS,
+	if (fts_lmdb_box_delete_keys(backend, FTS_LMDB_DBI_BLOCKS,
+				     rec->box_id, error_r) < 0 ||
+	    fts_lmdb_box_delete_keys(backend, FTS_LMDB_DBI_TOKENS,
 				     rec->box_id, error_r) < 0 ||
 	    fts_lmdb_box_delete_keys(backend, FTS_LMDB_DBI_PARTS,
 				     rec->box_id, error_r) < 0 ||
@@ -355,7 +342,7 @@ int fts_lmdb_box_clear(struct fts_lmdb_backend *backend,
 	rec->last_uid = 0;
 	rec->doc_count = 0;
 	rec->expunged_count = 0;
-	rec->vocab_segments = 0;
+	rec->block_count = 0;
 	rec->unindexed_count = 0;
 	rec->long_count = 0;
 	return ret;
@@ -429,13 +416,13 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 	struct fts_lmdb_postings_iter piter;
 	struct fts_lmdb_posting_header hdr;
 	ARRAY_TYPE(seq_range) expunged;
-	buffer_t *prefix, *value, *vocab, *key;
+	buffer_t *prefix, *value, *key;
 	const void *k, *data;
 	size_t key_size, size;
 	struct fts_lmdb_box_record old_rec = *rec, seen;
-	uint32_t uid, mask, seg = 0, old_segments = rec->vocab_segments;
+	uint32_t uid, mask;
 	uint32_t *seen_count, *rec_count;
-	unsigned int i, removed_docs = 0;
+	unsigned int removed_docs = 0;
 	int ret;
 
 	i_zero(&seen);
@@ -443,10 +430,14 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 	ret = fts_lmdb_box_expunged(backend, rec, &expunged, error_r);
 	if (ret < 0)
 		return -1;
+	if (array_count(&expunged) > 0 &&
+	    fts_lmdb_blocks_purge(backend->db, rec->box_id, rec->block_count,
+				  &expunged, error_r) < 0)
+		return -1;
 
+	/* the special lists, which sort before every token */
 	prefix = t_buffer_create(8);
 	value = t_buffer_create(256);
-	vocab = t_buffer_create(FTS_LMDB_VOCAB_SEGMENT_MAX + 256);
 	key = t_buffer_create(FTS_LMDB_TOKEN_MAX + 8);
 	fts_lmdb_token_key(prefix, rec->box_id, "", 0);
 	iter = fts_lmdb_db_iter_init(backend->db, FTS_LMDB_DBI_TOKENS,
@@ -462,6 +453,8 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 		buffer_set_used_size(key, 0);
 		buffer_append(key, k, key_size);
 		token = CONST_PTR_OFFSET(key->data, prefix->used);
+		if (token_size == 0 || token[0] != '\n')
+			break;
 		if (token_size == strlen(FTS_LMDB_KEY_EXPUNGED) &&
 		    memcmp(token, FTS_LMDB_KEY_EXPUNGED, token_size) == 0) {
 			if (fts_lmdb_db_del(backend->db, FTS_LMDB_DBI_TOKENS,
@@ -486,56 +479,40 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 			}
 			*seen_count = hdr.count;
 		}
-		if (array_count(&expunged) > 0) {
-			i_zero(&hdr);
-			buffer_set_used_size(value, 0);
-			fts_lmdb_postings_iter_init(&piter, data, size);
-			while (fts_lmdb_postings_iter_next(&piter, &uid,
-							   &mask)) {
-				if (!seq_range_exists(&expunged, uid))
-					fts_lmdb_postings_append(value, &hdr,
-								 uid, mask);
-				else if (is_all)
-					removed_docs++;
-			}
-			if (piter.failed) {
-				*error_r = "damaged posting list";
-				ret = -1;
-				break;
-			}
-			if (rec_count != NULL)
-				*rec_count = hdr.count;
-			if (hdr.count == 0) {
-				if (fts_lmdb_db_del(backend->db,
-						    FTS_LMDB_DBI_TOKENS,
-						    key->data, key->used,
-						    error_r) < 0) {
-					ret = -1;
-					break;
-				}
-				continue;
-			}
-			if (value->used != size &&
-			    fts_lmdb_db_put(backend->db, FTS_LMDB_DBI_TOKENS,
-					    key->data, key->used, value->data,
-					    value->used, error_r) < 0) {
-				ret = -1;
-				break;
-			}
-		}
-		if (token[0] == '\n')
+		if (array_count(&expunged) == 0)
 			continue;
-		buffer_append(vocab, token, token_size);
-		buffer_append_c(vocab, '\n');
-		if (vocab->used >= FTS_LMDB_VOCAB_SEGMENT_MAX) {
-			fts_lmdb_vocab_key(key, rec->box_id, seg++);
-			if (fts_lmdb_db_put(backend->db, FTS_LMDB_DBI_VOCAB,
-					    key->data, key->used, vocab->data,
-					    vocab->used, error_r) < 0) {
+		i_zero(&hdr);
+		buffer_set_used_size(value, 0);
+		fts_lmdb_postings_iter_init(&piter, data, size);
+		while (fts_lmdb_postings_iter_next(&piter, &uid, &mask)) {
+			if (!seq_range_exists(&expunged, uid))
+				fts_lmdb_postings_append(value, &hdr, uid,
+							 mask);
+			else if (is_all)
+				removed_docs++;
+		}
+		if (piter.failed) {
+			*error_r = "damaged posting list";
+			ret = -1;
+			break;
+		}
+		if (rec_count != NULL)
+			*rec_count = hdr.count;
+		if (hdr.count == 0) {
+			if (fts_lmdb_db_del(backend->db, FTS_LMDB_DBI_TOKENS,
+					    key->data, key->used,
+					    error_r) < 0) {
 				ret = -1;
 				break;
 			}
-			buffer_set_used_size(vocab, 0);
+			continue;
+		}
+		if (value->used != size &&
+		    fts_lmdb_db_put(backend->db, FTS_LMDB_DBI_TOKENS,
+				    key->data, key->used, value->data,
+				    value->used, error_r) < 0) {
+			ret = -1;
+			break;
 		}
 	}
 	if (fts_lmdb_db_iter_deinit(&iter, error_r) < 0)
@@ -547,20 +524,6 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 	    fts_lmdb_box_list_check(backend->db, old_rec.long_count,
 				    seen.long_count, error_r) < 0)
 		return -1;
-	if (vocab->used > 0) {
-		fts_lmdb_vocab_key(key, rec->box_id, seg++);
-		if (fts_lmdb_db_put(backend->db, FTS_LMDB_DBI_VOCAB, key->data,
-				    key->used, vocab->data, vocab->used,
-				    error_r) < 0)
-			return -1;
-	}
-	for (i = seg; i < old_segments; i++) {
-		fts_lmdb_vocab_key(key, rec->box_id, i);
-		if (fts_lmdb_db_del(backend->db, FTS_LMDB_DBI_VOCAB, key->data,
-				    key->used, error_r) < 0)
-			return -1;
-	}
-	rec->vocab_segments = seg;
 	rec->doc_count = rec->doc_count > removed_docs ?
 		rec->doc_count - removed_docs : 0;
 	rec->expunged_count = 0;

@@ -31,17 +31,14 @@ struct fts_lmdb_box_record {
 	uint32_t last_uid;
 	uint32_t doc_count;
 	uint32_t expunged_count;
-	uint32_t vocab_segments;
+	/* blocks of the token chain (fts-lmdb-blocks.h) */
+	uint32_t block_count;
 	/* entries of the lists under FTS_LMDB_KEY_UNINDEXED and
 	   FTS_LMDB_KEY_LONG (expunged_count is the third): a list that
 	   is empty has no key, so only its count tells a lost one */
 	uint32_t unindexed_count;
 	uint32_t long_count;
 };
-
-/* A vocabulary segment is a value that a lookup scans whole;
-   this keeps appending to the newest one cheap. */
-#define FTS_LMDB_VOCAB_SEGMENT_MAX (256 * 1024)
 
 extern struct fts_backend fts_backend_lmdb;
 
@@ -78,15 +75,13 @@ int fts_lmdb_box_list_check(struct fts_lmdb_db *db, uint32_t expected,
 			    uint32_t count, const char **error_r);
 void fts_lmdb_token_key(buffer_t *key, uint32_t box_id,
 			const void *token, size_t size);
-/* segments are numbered big endian, so that they scan in order */
-void fts_lmdb_vocab_key(buffer_t *key, uint32_t box_id, uint32_t seg);
 /* a message's key in parts and guids: box id and UID, UID big endian */
 void fts_lmdb_uid_key(buffer_t *key, uint32_t box_id, uint32_t uid);
-/* Drops the expunged messages' postings and rebuilds the vocabulary, in
-   the open write transaction. */
+/* Drops the expunged messages' postings and the tokens left with none,
+   in the open write transaction. */
 int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 		       struct fts_lmdb_box_record *rec, const char **error_r);
-/* Deletes every token, vocabulary segment and part map of the box. */
+/* Deletes every token, block and part map of the box. */
 int fts_lmdb_box_clear(struct fts_lmdb_backend *backend,
 		       struct fts_lmdb_box_record *rec, const char **error_r);
 

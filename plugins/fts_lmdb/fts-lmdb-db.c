@@ -33,8 +33,8 @@ static const char *const fts_lmdb_dbi_names[FTS_LMDB_DBI_COUNT] = {
 	[FTS_LMDB_DBI_BOXES] = "boxes",
 	[FTS_LMDB_DBI_PARTS] = "parts",
 	[FTS_LMDB_DBI_GUIDS] = "guids",
+	[FTS_LMDB_DBI_BLOCKS] = "blocks",
 	[FTS_LMDB_DBI_TOKENS] = "tokens",
-	[FTS_LMDB_DBI_VOCAB] = "vocab",
 };
 
 struct fts_lmdb_db {
@@ -761,9 +761,17 @@ void fts_lmdb_db_read_release(struct fts_lmdb_db *db)
 
 int fts_lmdb_db_write_begin(struct fts_lmdb_db *db, const char **error_r)
 {
-	int rc;
+	int rc, ret;
 
 	i_assert(db->wtxn == NULL);
+	if (db->rtxn_active)
+		ret = fts_lmdb_db_check_free(db, error_r);
+	else if ((ret = fts_lmdb_db_read_renew(db, error_r)) == 0) {
+		ret = fts_lmdb_db_check_free(db, error_r);
+		fts_lmdb_db_read_release(db);
+	}
+	if (ret < 0)
+		return -1;
 	if (fts_lmdb_db_ensure_env(db, !db->rtxn_active, error_r) < 0)
 		return -1;
 	db->map_full = FALSE;
@@ -855,6 +863,69 @@ static MDB_txn *fts_lmdb_db_txn(struct fts_lmdb_db *db)
 	return db->rtxn;
 }
 
+/* One record of LMDB's free list: a transaction id, and the pages it
+   freed as an IDL (their count, then the page numbers, descending). */
+static bool fts_lmdb_db_free_record_valid(struct fts_lmdb_db *db,
+					  const MDB_val *k, const MDB_val *v,
+					  size_t last_pgno)
+{
+	size_t count, pgno, prev = (size_t)-1, i;
+
+	if (!fts_lmdb_db_value_valid(db, k) || !fts_lmdb_db_value_valid(db, v) ||
+	    k->mv_size != sizeof(size_t) || v->mv_size < sizeof(size_t) ||
+	    v->mv_size % sizeof(size_t) != 0)
+		return FALSE;
+	memcpy(&count, v->mv_data, sizeof(count));
+	if (count != v->mv_size / sizeof(size_t) - 1)
+		return FALSE;
+	for (i = 1; i <= count; i++) {
+		memcpy(&pgno, CONST_PTR_OFFSET(v->mv_data, i * sizeof(pgno)),
+		       sizeof(pgno));
+		/* pages 0 and 1 are the meta pages */
+		if (pgno < 2 || pgno > last_pgno || pgno >= prev)
+			return FALSE;
+		prev = pgno;
+	}
+	return TRUE;
+}
+
+int fts_lmdb_db_check_free(struct fts_lmdb_db *db, const char **error_r)
+{
+	MDB_envinfo info;
+	MDB_cursor *cursor;
+	MDB_val k, v;
+	int rc;
+
+	rc = mdb_env_info(db->env, &info);
+	if (rc == 0) {
+		/* dbi 0 is the free list, as mdb_stat -f reads it (LMDB
+		   allows that in a read transaction only) */
+		i_assert(db->rtxn_active);
+		rc = mdb_cursor_open(db->rtxn, 0, &cursor);
+	}
+	if (rc != 0) {
+		*error_r = fts_lmdb_db_error(db, "mdb_cursor_open", rc);
+		return -1;
+	}
+	for (;;) {
+		FTS_LMDB_GUARDED(rc, mdb_cursor_get(cursor, &k, &v, MDB_NEXT));
+		if (rc != 0)
+			break;
+		if (!fts_lmdb_db_free_record_valid(db, &k, &v,
+						   info.me_last_pgno)) {
+			rc = MDB_CORRUPTED;
+			break;
+		}
+	}
+	mdb_cursor_close(cursor);
+	if (rc != 0 && rc != MDB_NOTFOUND) {
+		*error_r = t_strdup_printf("free list: %s",
+			fts_lmdb_db_error(db, "mdb_cursor_get", rc));
+		return -1;
+	}
+	return 0;
+}
+
 static uint32_t fts_lmdb_db_checksum(const MDB_val *k,
 				     const void *data, size_t size)
 {
@@ -896,6 +967,46 @@ int fts_lmdb_db_get(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
 		*error_r = fts_lmdb_db_error(db, "mdb_get", rc);
 		return -1;
 	}
+	*data_r = v.mv_data;
+	*size_r = v.mv_size;
+	return 1;
+}
+
+int fts_lmdb_db_get_floor(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
+			  const void *key, size_t key_size,
+			  const void **key_r, size_t *key_size_r,
+			  const void **data_r, size_t *size_r,
+			  const char **error_r)
+{
+	MDB_cursor *cursor;
+	MDB_val k = { key_size, (void *)key }, v;
+	int rc;
+
+	rc = mdb_cursor_open(fts_lmdb_db_txn(db), db->dbi[dbi], &cursor);
+	if (rc != 0) {
+		*error_r = fts_lmdb_db_error(db, "mdb_cursor_open", rc);
+		return -1;
+	}
+	FTS_LMDB_GUARDED(rc, mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE));
+	if (rc == MDB_NOTFOUND) {
+		/* every key is smaller */
+		FTS_LMDB_GUARDED(rc, mdb_cursor_get(cursor, &k, &v, MDB_LAST));
+	} else if (rc == 0 && (k.mv_size != key_size ||
+			       memcmp(k.mv_data, key, key_size) != 0)) {
+		FTS_LMDB_GUARDED(rc, mdb_cursor_get(cursor, &k, &v, MDB_PREV));
+	}
+	mdb_cursor_close(cursor);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc == 0 && (!fts_lmdb_db_value_valid(db, &k) ||
+			!fts_lmdb_db_value_checked(db, dbi, &k, &v)))
+		rc = MDB_CORRUPTED;
+	if (rc != 0) {
+		*error_r = fts_lmdb_db_error(db, "mdb_cursor_get", rc);
+		return -1;
+	}
+	*key_r = k.mv_data;
+	*key_size_r = k.mv_size;
 	*data_r = v.mv_data;
 	*size_r = v.mv_size;
 	return 1;

@@ -10,10 +10,12 @@ enum fts_lmdb_dbi {
 	FTS_LMDB_DBI_META,
 	/* mailbox GUID -> struct fts_lmdb_box_record */
 	FTS_LMDB_DBI_BOXES,
-	/* box id (4 bytes, big endian) + token -> posting list */
+	/* box id (numpacked) + the lowest token it may hold -> a block of
+	   sorted tokens with their posting lists (fts-lmdb-blocks.h) */
+	FTS_LMDB_DBI_BLOCKS,
+	/* box id + token -> posting list, for lists too long for a block
+	   and for the special lists (FTS_LMDB_KEY_*) */
 	FTS_LMDB_DBI_TOKENS,
-	/* box id + segment number (4+4 bytes) -> "token\ntoken\n..." */
-	FTS_LMDB_DBI_VOCAB,
 	/* box id + UID (4+4 bytes, big endian) -> part map (partial fetch) */
 	FTS_LMDB_DBI_PARTS,
 	/* box id + UID -> the first 8 bytes of the message's GUID hash */
@@ -39,6 +41,11 @@ int fts_lmdb_db_read_renew(struct fts_lmdb_db *db, const char **error_r);
 int fts_lmdb_db_read_ensure(struct fts_lmdb_db *db, const char **error_r);
 void fts_lmdb_db_read_release(struct fts_lmdb_db *db);
 
+/* LMDB hands the pages of its free list to the next write unchecked:
+   garbage there would make a write overwrite pages in use. Checks the
+   list (short: LMDB reuses freed pages first) in the open read
+   transaction; write_begin does it itself. */
+int fts_lmdb_db_check_free(struct fts_lmdb_db *db, const char **error_r);
 int fts_lmdb_db_write_begin(struct fts_lmdb_db *db, const char **error_r);
 int fts_lmdb_db_write_commit(struct fts_lmdb_db *db, const char **error_r);
 void fts_lmdb_db_write_abort(struct fts_lmdb_db *db);
@@ -60,6 +67,13 @@ int fts_lmdb_db_rebuild(struct fts_lmdb_db *db, const char **error_r);
 int fts_lmdb_db_get(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
 		    const void *key, size_t key_size,
 		    const void **data_r, size_t *size_r, const char **error_r);
+/* The entry with the greatest key <= key: 1 if found, 0 if none, -1 on
+   error. The caller checks that it is of the range it meant. */
+int fts_lmdb_db_get_floor(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
+			  const void *key, size_t key_size,
+			  const void **key_r, size_t *key_size_r,
+			  const void **data_r, size_t *size_r,
+			  const char **error_r);
 int fts_lmdb_db_put(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
 		    const void *key, size_t key_size,
 		    const void *data, size_t size, const char **error_r);

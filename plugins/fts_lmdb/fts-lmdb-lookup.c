@@ -1,12 +1,10 @@
 /* Searching. A key without spaces matches exactly the messages that have
-   a token containing it, which a scan of the mailbox's vocabulary finds:
+   a token containing it, which a scan of the mailbox's token blocks finds:
    that answer is definite, so the fts plugin reads no mail. A key with
    spaces spans tokens; the tokens around each space narrow it down to
    "maybe", which the plugin checks by reading those messages. Messages
    that could not be indexed are always "maybe". */
 
-/* memrchr() */
-#define _GNU_SOURCE
 #include "lib.h"
 #include "array.h"
 #include "buffer.h"
@@ -15,22 +13,10 @@
 #include "mail-search.h"
 #include "mail-storage-private.h"
 #include "fts-lmdb-db.h"
-#include "fts-lmdb-find.h"
 #include "fts-lmdb-postings.h"
+#include "fts-lmdb-blocks.h"
 #include "fts-lmdb-backend.h"
 #include "fts-lmdb-search.h"
-
-enum fts_lmdb_match {
-	FTS_LMDB_MATCH_CONTAINS,
-	FTS_LMDB_MATCH_SUFFIX,
-	FTS_LMDB_MATCH_PREFIX,
-	FTS_LMDB_MATCH_EXACT,
-};
-
-struct fts_lmdb_vocab_seg {
-	const unsigned char *data;
-	size_t size;
-};
 
 /* bit sets of UIDs 0..last_uid */
 struct fts_lmdb_lookup {
@@ -43,11 +29,12 @@ struct fts_lmdb_lookup {
 	uint64_t *range, *unindexed, *expunged;
 	buffer_t *key;
 	const char *error;
+};
 
-	/* the vocabulary's segments, read (and their checksums checked)
-	   once per lookup however many keys scan them */
-	ARRAY(struct fts_lmdb_vocab_seg) segs;
-	bool segs_read;
+struct fts_lmdb_piece_context {
+	struct fts_lmdb_lookup *lk;
+	uint32_t fields;
+	uint64_t *set;
 };
 
 #define UIDSET_SET(set, uid) ((set)[(uid) / 64] |= 1ULL << ((uid) % 64))
@@ -154,189 +141,47 @@ static int fts_lmdb_special_add(struct fts_lmdb_lookup *lk, const char *name,
 	return 0;
 }
 
-static int fts_lmdb_vocab_read(struct fts_lmdb_lookup *lk)
+static int fts_lmdb_piece_entry(void *context,
+				const struct fts_lmdb_block_entry *entry,
+				const char **error_r)
 {
-	struct fts_lmdb_vocab_seg *seg;
-	buffer_t *seg_key;
-	const void *data;
-	size_t size;
-	uint32_t i;
+	struct fts_lmdb_piece_context *pc = context;
+	struct fts_lmdb_lookup *lk = pc->lk;
 	int ret;
 
-	if (lk->segs_read)
-		return 0;
-	seg_key = t_buffer_create(8);
-	t_array_init(&lk->segs, I_MAX(lk->rec.vocab_segments, 1));
-	for (i = 0; i < lk->rec.vocab_segments; i++) {
-		fts_lmdb_vocab_key(seg_key, lk->rec.box_id, i);
-		ret = fts_lmdb_db_get(lk->backend->db, FTS_LMDB_DBI_VOCAB,
-				      seg_key->data, seg_key->used, &data,
-				      &size, &lk->error);
-		if (ret < 0)
-			return -1;
+	if (entry->postings != NULL) {
+		ret = fts_lmdb_postings_add(lk, entry->postings,
+					    entry->postings_size, pc->fields,
+					    pc->set, NULL);
+	} else {
+		ret = fts_lmdb_token_add(lk, entry->token, entry->size,
+					 pc->fields, pc->set);
 		if (ret == 0) {
-			/* the box record counts them: damage */
-			lk->error = "a vocabulary segment is missing";
-			return -1;
-		}
-		seg = array_append_space(&lk->segs);
-		seg->data = data;
-		seg->size = size;
-	}
-	lk->segs_read = TRUE;
-	return 0;
-}
-
-/* The next place at or after p (a token's start) where q occurs; with
-   anchored, only at a token's start. A segment is its tokens, each
-   followed by '\n', so "\nq" finds every token start but the first. */
-static const unsigned char *
-fts_lmdb_vocab_next(const unsigned char *p, const unsigned char *end,
-		    const unsigned char *q, size_t q_size,
-		    const unsigned char *anchored_q)
-{
-	const unsigned char *hit;
-
-	if (anchored_q == NULL)
-		return fts_lmdb_find(p, end - p, q, q_size);
-	if ((size_t)(end - p) >= q_size && memcmp(p, q, q_size) == 0)
-		return p;
-	hit = fts_lmdb_find(p, end - p, anchored_q, q_size + 1);
-	return hit == NULL ? NULL : hit + 1;
-}
-
-/* Adds the postings of the vocabulary's tokens that match q to set, or
-   with set == NULL only counts them into count_r. */
-static int fts_lmdb_scan_vocab(struct fts_lmdb_lookup *lk,
-			       const unsigned char *q, size_t q_size,
-			       enum fts_lmdb_match match, uint32_t fields,
-			       uint64_t *set, unsigned int *count_r)
-{
-	const struct fts_lmdb_vocab_seg *seg;
-	const unsigned char *end, *p, *hit, *start, *stop;
-	unsigned char *anchored_q = NULL;
-	int ret;
-
-	if (fts_lmdb_vocab_read(lk) < 0)
-		return -1;
-	if (match == FTS_LMDB_MATCH_PREFIX || match == FTS_LMDB_MATCH_EXACT) {
-		anchored_q = t_malloc_no0(q_size + 1);
-		anchored_q[0] = '\n';
-		memcpy(anchored_q + 1, q, q_size);
-	}
-	if (count_r != NULL)
-		*count_r = 0;
-	array_foreach(&lk->segs, seg) {
-		end = seg->data + seg->size;
-		for (p = seg->data; p < end; p = stop + 1) {
-			hit = fts_lmdb_vocab_next(p, end, q, q_size,
-						  anchored_q);
-			if (hit == NULL)
-				break;
-			/* the key has no '\n', so the hit is inside one
-			   token */
-			start = memrchr(seg->data, '\n', hit - seg->data);
-			start = start == NULL ? seg->data : start + 1;
-			stop = memchr(hit, '\n', end - hit);
-			if (stop == NULL)
-				stop = end;
-			if (match == FTS_LMDB_MATCH_SUFFIX &&
-			    ((size_t)(stop - start) < q_size ||
-			     memcmp(stop - q_size, q, q_size) != 0))
-				continue;
-			if (match == FTS_LMDB_MATCH_EXACT &&
-			    (size_t)(stop - start) != q_size)
-				continue;
-			if (count_r != NULL)
-				(*count_r)++;
-			if (set == NULL)
-				continue;
-			ret = fts_lmdb_token_add(lk, start, stop - start,
-						 fields, set);
-			if (ret < 0)
-				return -1;
-			if (ret == 0) {
-				/* written in one transaction with its
-				   posting list, and removed with it */
-				lk->error = "a token of the vocabulary has "
-					"no posting list";
-				return -1;
-			}
-		}
-	}
-	return 0;
-}
-
-/* LMDB's default order of keys */
-static int fts_lmdb_key_cmp(const void *k1, size_t size1,
-			    const void *k2, size_t size2)
-{
-	int ret = memcmp(k1, k2, I_MIN(size1, size2));
-
-	if (ret != 0)
-		return ret;
-	return size1 < size2 ? -1 : (size1 > size2 ? 1 : 0);
-}
-
-static int fts_lmdb_prefix_tokens(struct fts_lmdb_lookup *lk,
-				  const unsigned char *q, size_t q_size,
-				  uint32_t fields, uint64_t *set,
-				  unsigned int *count_r)
-{
-	struct fts_lmdb_db_iter *iter;
-	const void *key, *data, *prev_key = NULL;
-	size_t key_size, size, prev_size = 0;
-	int ret = 0;
-
-	*count_r = 0;
-	fts_lmdb_token_key(lk->key, lk->rec.box_id, q, q_size);
-	iter = fts_lmdb_db_iter_init(lk->backend->db, FTS_LMDB_DBI_TOKENS,
-				     lk->key->data, lk->key->used);
-	while (fts_lmdb_db_iter_next(iter, &key, &key_size, &data, &size)) {
-		/* counted against the vocabulary: a key seen twice must
-		   not stand in for one the B-tree lost */
-		if (prev_key != NULL &&
-		    fts_lmdb_key_cmp(prev_key, prev_size,
-				     key, key_size) >= 0) {
-			lk->error = "tokens out of order";
+			/* written in one transaction with its block */
+			lk->error = "a block's token has no posting list";
 			ret = -1;
-			break;
 		}
-		prev_key = key;
-		prev_size = key_size;
-		if (fts_lmdb_postings_add(lk, data, size, fields, set,
-					  NULL) < 0) {
-			ret = -1;
-			break;
-		}
-		(*count_r)++;
 	}
-	if (fts_lmdb_db_iter_deinit(&iter, &lk->error) < 0)
-		ret = -1;
-	return ret;
-}
-
-/* Exact and prefix lookups go by the B-tree alone, where garbage that
-   still looks valid can hide keys without any checksum being read. The
-   vocabulary, whose values are checksummed and which lists exactly the
-   tokens of the mailbox, must list as many as the lookup found (the
-   keys found are checksummed and distinct, so the same count means the
-   same tokens). */
-static int fts_lmdb_confirm_count(struct fts_lmdb_lookup *lk,
-				  const unsigned char *q, size_t q_size,
-				  enum fts_lmdb_match match,
-				  unsigned int found)
-{
-	unsigned int listed;
-
-	if (fts_lmdb_scan_vocab(lk, q, q_size, match, 0, NULL, &listed) < 0)
-		return -1;
-	if (listed != found) {
-		lk->error = "a token of the vocabulary is missing from "
-			"the tokens";
+	if (ret < 0) {
+		*error_r = lk->error;
 		return -1;
 	}
 	return 0;
+}
+
+/* Adds the postings of the tokens that match q to set. */
+static int fts_lmdb_match_tokens(struct fts_lmdb_lookup *lk,
+				 const unsigned char *q, size_t q_size,
+				 enum fts_lmdb_match match, uint32_t fields,
+				 uint64_t *set)
+{
+	struct fts_lmdb_piece_context pc = {
+		.lk = lk, .fields = fields, .set = set,
+	};
+
+	return fts_lmdb_blocks_find(lk->backend->db, lk->rec.box_id,
+				    lk->rec.block_count, q, q_size, match,
+				    fts_lmdb_piece_entry, &pc, &lk->error);
 }
 
 static int fts_lmdb_piece(struct fts_lmdb_lookup *lk,
@@ -344,32 +189,7 @@ static int fts_lmdb_piece(struct fts_lmdb_lookup *lk,
 			  enum fts_lmdb_match match, uint32_t fields,
 			  uint64_t *set)
 {
-	unsigned int found;
-	int ret;
-
-	switch (match) {
-	case FTS_LMDB_MATCH_CONTAINS:
-	case FTS_LMDB_MATCH_SUFFIX:
-		ret = fts_lmdb_scan_vocab(lk, q, q_size, match, fields, set,
-					  NULL);
-		break;
-	case FTS_LMDB_MATCH_PREFIX:
-		ret = fts_lmdb_prefix_tokens(lk, q, q_size, fields, set,
-					     &found);
-		if (ret == 0)
-			ret = fts_lmdb_confirm_count(lk, q, q_size, match,
-						     found);
-		break;
-	case FTS_LMDB_MATCH_EXACT:
-		/* a key found is checksummed with its value */
-		ret = fts_lmdb_token_add(lk, q, q_size, fields, set);
-		if (ret == 0)
-			ret = fts_lmdb_confirm_count(lk, q, q_size, match, 0);
-		break;
-	default:
-		i_unreached();
-	}
-	if (ret < 0)
+	if (fts_lmdb_match_tokens(lk, q, q_size, match, fields, set) < 0)
 		return -1;
 	if (q_size > FTS_LMDB_EXACT_MAX) {
 		/* may lie across the chunks of a long token */
@@ -416,8 +236,9 @@ static int fts_lmdb_lookup_key(struct fts_lmdb_lookup *lk,
 
 	for (p = q; p < end && !FTS_LMDB_IS_SPACE(*p); p++) ;
 	if (p == end) {
-		if (fts_lmdb_scan_vocab(lk, q, q_size, FTS_LMDB_MATCH_CONTAINS,
-					fields, definite, NULL) < 0)
+		if (fts_lmdb_match_tokens(lk, q, q_size,
+					  FTS_LMDB_MATCH_CONTAINS, fields,
+					  definite) < 0)
 			return -1;
 		if (q_size > FTS_LMDB_EXACT_MAX) {
 			return fts_lmdb_special_add(lk, FTS_LMDB_KEY_LONG,
@@ -614,6 +435,12 @@ int fts_lmdb_lookup(struct fts_backend *_backend, struct mailbox *box,
 	result->box = box;
 	if (backend->db == NULL || backend->rebuild_pending ||
 	    fts_lmdb_db_read_ensure(backend->db, &lk.error) < 0) {
+		fts_lmdb_lookup_all_maybe(backend, args, result);
+		return 0;
+	}
+	if (fts_lmdb_db_check_free(backend->db, &lk.error) < 0) {
+		/* damage that no search reads, but the next write would */
+		fts_lmdb_backend_damaged(backend, lk.error);
 		fts_lmdb_lookup_all_maybe(backend, args, result);
 		return 0;
 	}

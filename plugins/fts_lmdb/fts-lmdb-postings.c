@@ -17,6 +17,7 @@ int fts_lmdb_postings_header(const void *data, size_t size,
 	fts_lmdb_postings_iter_init(&iter, data, size);
 	while (fts_lmdb_postings_iter_next(&iter, &uid, &mask)) {
 		hdr_r->last_uid = uid;
+		hdr_r->last_mask = mask;
 		hdr_r->count++;
 	}
 	return iter.failed ? -1 : 0;
@@ -26,10 +27,16 @@ void fts_lmdb_postings_append(buffer_t *buf,
 			      struct fts_lmdb_posting_header *hdr,
 			      uint32_t uid, uint32_t mask)
 {
+	uint32_t prev_mask = hdr->count == 0 ?
+		FTS_LMDB_POSTINGS_FIRST_MASK : hdr->last_mask;
+	uint64_t delta = uid - hdr->last_uid;
+
 	i_assert(uid > hdr->last_uid);
-	numpack_encode(buf, uid - hdr->last_uid);
-	numpack_encode(buf, mask);
+	numpack_encode(buf, delta << 1 | (mask != prev_mask ? 1 : 0));
+	if (mask != prev_mask)
+		numpack_encode(buf, mask);
 	hdr->last_uid = uid;
+	hdr->last_mask = mask;
 	hdr->count++;
 }
 
@@ -39,22 +46,29 @@ void fts_lmdb_postings_iter_init(struct fts_lmdb_postings_iter *iter,
 	i_zero(iter);
 	iter->p = data;
 	iter->end = CONST_PTR_OFFSET(data, size);
+	iter->mask = FTS_LMDB_POSTINGS_FIRST_MASK;
 }
 
 bool fts_lmdb_postings_iter_next(struct fts_lmdb_postings_iter *iter,
 				 uint32_t *uid_r, uint32_t *mask_r)
 {
-	uint32_t delta;
+	uint64_t value, delta;
 
 	if (iter->failed || iter->p == iter->end)
 		return FALSE;
-	if (numpack_decode32(&iter->p, iter->end, &delta) < 0 ||
-	    numpack_decode32(&iter->p, iter->end, mask_r) < 0 ||
-	    delta == 0 || iter->uid > (uint32_t)-1 - delta) {
+	if (numpack_decode(&iter->p, iter->end, &value) < 0 ||
+	    ((value & 1) != 0 &&
+	     numpack_decode32(&iter->p, iter->end, &iter->mask) < 0)) {
+		iter->failed = TRUE;
+		return FALSE;
+	}
+	delta = value >> 1;
+	if (delta == 0 || delta > (uint32_t)-1 - iter->uid) {
 		iter->failed = TRUE;
 		return FALSE;
 	}
 	iter->uid += delta;
 	*uid_r = iter->uid;
+	*mask_r = iter->mask;
 	return TRUE;
 }

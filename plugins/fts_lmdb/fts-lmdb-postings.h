@@ -2,13 +2,19 @@
 #define FTS_LMDB_POSTINGS_H
 
 /* A posting list: the messages a token occurs in, with the fields it
-   occurs in, as numpacked (UID delta, field mask) pairs, UIDs ascending.
-   There is no stored header: most tokens occur in one message, where a
-   header would triple the size. Appending decodes the list to find its
-   last UID. */
+   occurs in, UIDs ascending. Each message is numpack(UID delta << 1 |
+   mask changed), followed by the mask if it differs from the previous
+   message's (FTS_LMDB_POSTINGS_FIRST_MASK before the first): most
+   tokens occur in the body and headers alike (TEXT), or throughout in
+   the same fields, so the mask mostly costs one bit. There is no stored
+   header: most tokens occur in one message, where a header would triple
+   the size. Appending decodes the list to find its last UID and mask. */
+
+#define FTS_LMDB_POSTINGS_FIRST_MASK 0x03U
 
 struct fts_lmdb_posting_header {
 	uint32_t last_uid;
+	uint32_t last_mask;
 	uint32_t count;
 };
 
@@ -22,7 +28,7 @@ void fts_lmdb_postings_append(buffer_t *buf,
 
 struct fts_lmdb_postings_iter {
 	const uint8_t *p, *end;
-	uint32_t uid;
+	uint32_t uid, mask;
 	bool failed;
 };
 

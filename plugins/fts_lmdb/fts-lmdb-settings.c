@@ -6,7 +6,7 @@
 #include "mail-user.h"
 #include "fts-lmdb-settings.h"
 
-#define FTS_LMDB_FORMAT_VERSION "5"
+#define FTS_LMDB_FORMAT_VERSION "6"
 
 static const char *const fts_lmdb_default_headers =
 	"From To Cc Bcc Subject Message-ID In-Reply-To References "

@@ -14,6 +14,7 @@
 #include "mail-storage-private.h"
 #include "fts-lmdb-db.h"
 #include "fts-lmdb-postings.h"
+#include "fts-lmdb-blocks.h"
 #include "fts-lmdb-extract.h"
 #include "fts-lmdb-partmap-build.h"
 #include "fts-lmdb-backend.h"
@@ -83,6 +84,9 @@ struct fts_lmdb_update_context {
 	unsigned int mail_first_entry, mail_tokens;
 	uint32_t mail_long_mask;
 	bool mail_stop;
+
+	/* the first entry after the special lists', while flushing */
+	unsigned int first_token_entry;
 
 	bool failed;
 };
@@ -203,18 +207,6 @@ static int fts_lmdb_batch_entry_cmp(const struct fts_lmdb_batch_entry *e1,
 	if (e1->uid != e2->uid)
 		return e1->uid < e2->uid ? -1 : 1;
 	return 0;
-}
-
-static int fts_lmdb_flush_vocab(struct fts_lmdb_update_context *ctx,
-				uint32_t box_id, uint32_t seg,
-				const buffer_t *vocab, const char **error_r)
-{
-	buffer_t *key = t_buffer_create(8);
-
-	fts_lmdb_vocab_key(key, box_id, seg);
-	return fts_lmdb_db_put(ctx->backend->db, FTS_LMDB_DBI_VOCAB,
-			       key->data, key->used, vocab->data, vocab->used,
-			       error_r);
 }
 
 /* The posting list under key, copied into value to be appended to.
@@ -342,19 +334,136 @@ static int fts_lmdb_flush_guids(struct fts_lmdb_update_context *ctx,
 	return 0;
 }
 
-static int fts_lmdb_flush_txn(void *context, const char **error_r)
+/* The special lists (FTS_LMDB_KEY_*), which sort before every token. */
+static int fts_lmdb_flush_special(struct fts_lmdb_update_context *ctx,
+				  struct fts_lmdb_box_record *rec,
+				  const char **error_r)
 {
-	struct fts_lmdb_update_context *ctx = context;
 	struct fts_lmdb_db *db = ctx->backend->db;
-	struct fts_lmdb_box_record rec;
 	struct fts_lmdb_posting_header hdr;
 	struct fts_lmdb_batch_token *const *tokens;
 	const struct fts_lmdb_batch_entry *entries;
-	buffer_t *key, *value, *vocab;
-	const void *data;
-	size_t size;
+	buffer_t *key, *value;
 	unsigned int i, count, token_count;
-	uint32_t seg, *list_count;
+	uint32_t *list_count;
+	int ret;
+
+	key = t_buffer_create(FTS_LMDB_TOKEN_MAX + 8);
+	value = t_buffer_create(1024);
+	tokens = array_get(&ctx->token_list, &token_count);
+	entries = array_get(&ctx->entries, &count);
+	for (i = 0; i < count;) {
+		const struct fts_lmdb_batch_token *bt = tokens[entries[i].token];
+
+		if (bt->token[0] != '\n')
+			break;
+		fts_lmdb_token_key(key, rec->box_id, bt->token, bt->size);
+		ret = fts_lmdb_posting_load(db, key, value, &hdr, error_r);
+		if (ret < 0)
+			return -1;
+		list_count = fts_lmdb_box_record_list_count(rec, bt->token,
+							    bt->size);
+		if (list_count != NULL &&
+		    fts_lmdb_box_list_check(db, *list_count, hdr.count,
+					    error_r) < 0)
+			return -1;
+		for (; i < count && tokens[entries[i].token] == bt; i++) {
+			/* already there if an earlier batch had it */
+			if (entries[i].uid > hdr.last_uid) {
+				fts_lmdb_postings_append(value, &hdr,
+							 entries[i].uid,
+							 entries[i].mask);
+			}
+		}
+		if (list_count != NULL)
+			*list_count = hdr.count;
+		if (fts_lmdb_db_put(db, FTS_LMDB_DBI_TOKENS, key->data,
+				    key->used, value->data, value->used,
+				    error_r) < 0)
+			return -1;
+	}
+	ctx->first_token_entry = i;
+	return 0;
+}
+
+/* the batch's tokens with entries, after the special ones */
+struct fts_lmdb_flush_run {
+	const struct fts_lmdb_batch_token *token;
+	unsigned int first, count;
+};
+
+struct fts_lmdb_flush_input {
+	const struct fts_lmdb_batch_entry *entries;
+	const struct fts_lmdb_flush_run *runs;
+};
+
+static void fts_lmdb_flush_input_token(void *context, unsigned int idx,
+				       const unsigned char **token_r,
+				       size_t *size_r)
+{
+	struct fts_lmdb_flush_input *in = context;
+
+	*token_r = (const unsigned char *)in->runs[idx].token->token;
+	*size_r = in->runs[idx].token->size;
+}
+
+static void fts_lmdb_flush_input_append(void *context, unsigned int idx,
+					buffer_t *postings,
+					struct fts_lmdb_posting_header *hdr)
+{
+	struct fts_lmdb_flush_input *in = context;
+	const struct fts_lmdb_flush_run *run = &in->runs[idx];
+	const struct fts_lmdb_batch_entry *entry;
+	unsigned int i;
+
+	for (i = 0; i < run->count; i++) {
+		entry = &in->entries[run->first + i];
+		/* already there if an earlier batch had it */
+		if (entry->uid > hdr->last_uid) {
+			fts_lmdb_postings_append(postings, hdr, entry->uid,
+						 entry->mask);
+		}
+	}
+}
+
+static int fts_lmdb_flush_blocks(struct fts_lmdb_update_context *ctx,
+				 struct fts_lmdb_box_record *rec,
+				 const char **error_r)
+{
+	struct fts_lmdb_batch_token *const *tokens;
+	struct fts_lmdb_flush_input in;
+	struct fts_lmdb_blocks_input input;
+	ARRAY(struct fts_lmdb_flush_run) runs;
+	struct fts_lmdb_flush_run *run = NULL;
+	unsigned int i, count, token_count;
+
+	tokens = array_get(&ctx->token_list, &token_count);
+	in.entries = array_get(&ctx->entries, &count);
+	t_array_init(&runs, 1024);
+	for (i = ctx->first_token_entry; i < count; i++) {
+		if (run == NULL || run->token != tokens[in.entries[i].token]) {
+			run = array_append_space(&runs);
+			run->token = tokens[in.entries[i].token];
+			run->first = i;
+		}
+		run->count++;
+	}
+	if (array_count(&runs) == 0)
+		return 0;
+	in.runs = array_front(&runs);
+	i_zero(&input);
+	input.count = array_count(&runs);
+	input.token = fts_lmdb_flush_input_token;
+	input.append = fts_lmdb_flush_input_append;
+	input.context = &in;
+	return fts_lmdb_blocks_add(ctx->backend->db, rec->box_id,
+				   &rec->block_count, &input, error_r);
+}
+
+static int fts_lmdb_flush_txn(void *context, const char **error_r)
+{
+	struct fts_lmdb_update_context *ctx = context;
+	struct fts_lmdb_box_record rec;
 	int ret;
 
 	ret = fts_lmdb_box_record_get(ctx->backend, ctx->guid, &rec, error_r);
@@ -375,68 +484,9 @@ static int fts_lmdb_flush_txn(void *context, const char **error_r)
 		rec.uid_validity = ctx->uid_validity;
 	}
 
-	key = t_buffer_create(FTS_LMDB_TOKEN_MAX + 8);
-	value = t_buffer_create(1024);
-	vocab = t_buffer_create(FTS_LMDB_VOCAB_SEGMENT_MAX + 256);
-	seg = 0;
-	if (rec.vocab_segments > 0) {
-		seg = rec.vocab_segments - 1;
-		fts_lmdb_vocab_key(key, rec.box_id, seg);
-		ret = fts_lmdb_db_get(db, FTS_LMDB_DBI_VOCAB, key->data,
-				      key->used, &data, &size, error_r);
-		if (ret < 0)
-			return -1;
-		if (ret > 0)
-			buffer_append(vocab, data, size);
-	}
-
-	tokens = array_get(&ctx->token_list, &token_count);
-	entries = array_get(&ctx->entries, &count);
-	for (i = 0; i < count;) {
-		const struct fts_lmdb_batch_token *bt = tokens[entries[i].token];
-
-		fts_lmdb_token_key(key, rec.box_id, bt->token, bt->size);
-		ret = fts_lmdb_posting_load(db, key, value, &hdr, error_r);
-		if (ret < 0)
-			return -1;
-		list_count = fts_lmdb_box_record_list_count(&rec, bt->token,
-							    bt->size);
-		if (list_count != NULL &&
-		    fts_lmdb_box_list_check(db, *list_count, hdr.count,
-					    error_r) < 0)
-			return -1;
-		if (ret == 0 && bt->token[0] != '\n') {
-			buffer_append(vocab, bt->token, bt->size);
-			buffer_append_c(vocab, '\n');
-		}
-		for (; i < count && tokens[entries[i].token] == bt; i++) {
-			/* already there if an earlier batch had it */
-			if (entries[i].uid > hdr.last_uid) {
-				fts_lmdb_postings_append(value, &hdr,
-							 entries[i].uid,
-							 entries[i].mask);
-			}
-		}
-		if (list_count != NULL)
-			*list_count = hdr.count;
-		if (fts_lmdb_db_put(db, FTS_LMDB_DBI_TOKENS, key->data,
-				    key->used, value->data, value->used,
-				    error_r) < 0)
-			return -1;
-		if (vocab->used >= FTS_LMDB_VOCAB_SEGMENT_MAX) {
-			if (fts_lmdb_flush_vocab(ctx, rec.box_id, seg++,
-						 vocab, error_r) < 0)
-				return -1;
-			buffer_set_used_size(vocab, 0);
-		}
-	}
-	if (vocab->used > 0) {
-		if (fts_lmdb_flush_vocab(ctx, rec.box_id, seg++, vocab,
-					 error_r) < 0)
-			return -1;
-	}
-	if (seg > rec.vocab_segments)
-		rec.vocab_segments = seg;
+	if (fts_lmdb_flush_special(ctx, &rec, error_r) < 0 ||
+	    fts_lmdb_flush_blocks(ctx, &rec, error_r) < 0)
+		return -1;
 
 	if (ctx->batch_last_uid > rec.last_uid)
 		rec.last_uid = ctx->batch_last_uid;

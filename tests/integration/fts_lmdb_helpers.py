@@ -173,6 +173,40 @@ def wait_file_changed(path: Path, before: Optional[tuple[int, int]],
         time.sleep(0.05)
 
 
+def dump_db(path_dir: Path, name: str) -> list[tuple[bytes, bytes]]:
+    """The (key, value) pairs of one database of the environment in
+    path_dir, in key order, read with mdb_dump."""
+    out = subprocess.run(["mdb_dump", "-s", name, str(path_dir)], check=True,
+                         capture_output=True, text=True).stdout.splitlines()
+    start = out.index("HEADER=END") + 1
+    end = out.index("DATA=END")
+    lines = [bytes.fromhex(line.strip()) for line in out[start:end]]
+    return list(zip(lines[0::2], lines[1::2]))
+
+
+def _numpack(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7f) << shift
+        shift += 7
+        if b < 0x80:
+            return value, pos
+
+
+def block_tokens(value: bytes) -> list[bytes]:
+    """The tokens a value of the blocks database holds, as
+    docs/fts_lmdb.md describes the format (its checksum left out)."""
+    next_size, pos = _numpack(value, 0)
+    pos += max(next_size - 1, 0)
+    count, pos = _numpack(value, pos)
+    text_size, pos = _numpack(value, pos)
+    tokens = value[pos:pos + text_size].split(b"\n")[:-1] if text_size else []
+    assert len(tokens) == count, (count, tokens)
+    return tokens
+
+
 def fts_files(dc: DovecotInstance, user: str) -> list[Path]:
     """Files under the user's home named data.mdb/lock.mdb (anywhere)."""
     return sorted(p for p in dc.home(user).rglob("*.mdb"))

@@ -70,7 +70,7 @@ DAMAGE = ["data-empty", "data-middle", "data-page-a", "data-page-b",
 OPEN_DAMAGE = ["data-half", "data-empty", "data-middle", "data-page-a",
                "data-page-b", "data-replaced",
                "lock-garbage", "lock-empty"]
-LOST = ["contains", "exact", "prefix", "prefixsome"]
+LOST = ["contains", "exact", "prefix", "span"]
 LOST_LISTS = ["unindexed", "long", "expunged"]
 USERS = (KILL_USERS + ["diskfull", "diskfresh"] +
          [f"lost{k}" for k in LOST] +
@@ -391,8 +391,8 @@ def _indexed(pair, corpus, user):
 def _garbage_in_the_middle(fts, stock, user, queries, mark, killed, kind):
     """LMDB 0.9 has no page checksums: garbage that leaves a page looking
     valid (right type, offsets inside the map) is read as data. Every
-    value carries a checksum of its key and itself, and a token that the
-    vocabulary lists must have its posting list, so such garbage is found
+    value carries a checksum of its key and itself, and every block the
+    chain of blocks names must be there, so such garbage is found
     and the index rebuilt; garbage that sends LMDB out of the page or the
     file is caught around each LMDB call. So here: no crash, and stock's
     answers. (The plugin before the checksums answered these with
@@ -475,44 +475,52 @@ def test_damage_under_an_open_session(pair, corpus, kind):
     assert_lmdb_ok(fts, user, f"after {kind} under an open session")
 
 
-# ------------------------------------------------------------ a lost token
+# ------------------------------------------------------------ a lost block
 
 LOST_BODY = "alphaxq bravocharlie deltazulu"
 # another message where the last word of a phrase has a token of its own
 # with the same prefix
 LOST_BODY_2 = "bravocharlie deltazebra"
-# the query, and the token taken out of the tokens database: a
-# single-word key goes by the vocabulary; a phrase's middle word is an
-# exact lookup and its last word a prefix lookup, both by the B-tree.
-# "prefixsome": the prefix lookup still finds deltazebra, in the other
-# message, and must not take that for the whole answer
+# tokens with one prefix that take several blocks (about 4 KB each)
+SPAN_BODY = " ".join(f"zzspan{i:04d}" for i in range(900))
+# the query, and a token whose block is taken out of the blocks
+# database. A single-word key scans every block. A key that starts with
+# a space has no first word to scan for: its next word is an exact
+# lookup, its last a prefix lookup, each from the block whose range
+# holds the word. "span": the prefix lookup finds the first blocks of
+# the range and must not take them for the whole answer.
 LOST_CASES = {
     "contains": ('BODY "bravocharlie"', "bravocharlie"),
-    "exact": ('BODY "alphaxq bravocharlie deltazulu"', "bravocharlie"),
-    "prefix": ('BODY "alphaxq bravocharlie deltazu"', "deltazulu"),
-    "prefixsome": ('BODY "bravocharlie deltaz"', "deltazulu"),
+    "exact": ('BODY " bravocharlie deltazulu"', "bravocharlie"),
+    "prefix": ('BODY " bravocharlie deltazu"', "deltazulu"),
+    "span": ('BODY " zzspan"', "zzspan0450"),
 }
 
 
-def _drop_key(path_dir: Path, key_hex: str, tmp_path: Path) -> None:
-    """Rewrites the environment without the tokens database's entry
-    under key_hex (after the box number): what garbage in a branch page
-    that still looks valid does to a lookup. Every value keeps its
-    checksum."""
+def _rewrite_without(path_dir: Path, database: str, choose,
+                     tmp_path: Path) -> None:
+    """Rewrites the environment without the entry of `database` whose
+    key choose(keys) picks (keys: that database's, in order): what
+    garbage in a branch page that still looks valid does to a lookup.
+    Every value keeps its checksum."""
     dump = subprocess.run(["mdb_dump", "-a", str(path_dir)], check=True,
                           capture_output=True, text=True).stdout.splitlines()
-    # the box's number is numpacked, one byte here
-    key_re = re.compile(r"^ [0-7][0-9a-f]" + key_hex + "$")
-    out, skip, found = [], False, 0
-    for line in dump:
-        if skip:
-            skip = False
-            continue
-        if key_re.match(line):
-            skip, found = True, found + 1
-            continue
-        out.append(line)
-    assert found == 1, f"{key_hex}: {found} keys in the dump"
+    db, data_at, keys = None, None, {}
+    for i, line in enumerate(dump):
+        if line.startswith("VERSION="):
+            db, data_at = None, None
+        elif line.startswith("database="):
+            db = line.split("=", 1)[1]
+        elif line == "HEADER=END":
+            data_at = i + 1
+        elif line == "DATA=END":
+            data_at = None
+        elif data_at is not None and db == database and \
+                (i - data_at) % 2 == 0:
+            keys[bytes.fromhex(line.strip())] = i
+    key = choose(sorted(keys))
+    skip = keys[key]
+    out = dump[:skip] + dump[skip + 2:]
     (tmp_path / "dump").write_text("\n".join(out) + "\n")
     fresh = tmp_path / "env"
     fresh.mkdir()
@@ -525,14 +533,37 @@ def _drop_key(path_dir: Path, key_hex: str, tmp_path: Path) -> None:
     os.replace(fresh / "data.mdb", data)
 
 
-def _lose_key(pair, user: str, query: str, key_hex: str, tmp_path: Path,
-              what: str, damage: str) -> None:
+def _token_list_key(key_hex: str):
+    """The tokens database's key for key_hex after the box number (one
+    numpacked byte here)."""
+    def choose(keys):
+        found = [k for k in keys if k[0] < 0x80 and k[1:].hex() == key_hex]
+        assert len(found) == 1, f"{key_hex}: {len(found)} keys in the dump"
+        return found[0]
+    return choose
+
+
+def _block_of(token: bytes):
+    """The key of the block whose range holds token: the greatest key of
+    the mailbox at or below it. The mailbox's first block has the box
+    number alone as its key."""
+    def choose(keys):
+        firsts = [k for k in keys if len(k) == 1]
+        assert len(firsts) == 1, f"{len(firsts)} mailboxes have blocks"
+        box = firsts[0]
+        return max(k for k in keys
+                   if k.startswith(box) and k <= box + token)
+    return choose
+
+
+def _lose_key(pair, user: str, query: str, database: str, choose,
+              tmp_path: Path, what: str, damage: str) -> None:
     """Stock's answer before the key is taken out, when it is gone (the
     damage logged), and after the rebuild."""
     fts, stock = pair
     assert_same(fts, stock, user, [query], step="before the loss")
     killed = release_index(fts, user)
-    _drop_key(index_dir(fts, user), key_hex, tmp_path)
+    _rewrite_without(index_dir(fts, user), database, choose, tmp_path)
     mark = fts.log_mark()
     assert_same(fts, stock, user, [query], step=f"{what} lost")
     assert log_lines(fts, r"fts-lmdb: .*damaged.*" + damage, mark), \
@@ -543,19 +574,20 @@ def _lose_key(pair, user: str, query: str, key_hex: str, tmp_path: Path,
 
 
 @pytest.mark.parametrize("case", LOST)
-def test_lost_token_is_damage(pair, corpus, tmp_path, case):
-    """A token that the (checksummed) vocabulary lists but the tokens
-    database lacks is damage, whichever way the lookup went: the search
-    answers as stock, and the index is rebuilt."""
+def test_lost_block_is_damage(pair, corpus, tmp_path, case):
+    """A block that the chain names but the blocks database lacks is
+    damage, whichever way the lookup went: the search answers as stock,
+    and the index is rebuilt."""
     fts = pair[0]
     user = f"lost{case}"
     query, token = LOST_CASES[case]
     _load(pair, user, corpus[:40] + [gen_message(user, 1, LOST_BODY),
-                                     gen_message(user, 2, LOST_BODY_2)])
+                                     gen_message(user, 2, LOST_BODY_2),
+                                     gen_message(user, 3, SPAN_BODY)])
     doveadm_ok(fts, "index", "-u", user, "INBOX")
-    # the key holds the token as the normalizer left it (upper case)
-    _lose_key(pair, user, query, token.upper().encode().hex(), tmp_path,
-              what=token, damage=r"vocabulary")
+    # the index holds tokens as the normalizer left them (upper case)
+    _lose_key(pair, user, query, "blocks", _block_of(token.upper().encode()),
+              tmp_path, what=f"the block of {token}", damage=r"block")
 
 
 # ------------------------------------------------------------ a lost list
@@ -599,5 +631,5 @@ def test_lost_list_is_damage(pair, corpus, tmp_path, case):
         # indexed mail expunged: listed until a purge (64 or more)
         for dc in pair:
             expunge_uids(dc, user, "INBOX", [3])
-    _lose_key(pair, user, query, key_hex, tmp_path, what=f"the {case} list",
-              damage=r"a list of")
+    _lose_key(pair, user, query, "tokens", _token_list_key(key_hex), tmp_path,
+              what=f"the {case} list", damage=r"a list of")

@@ -1,0 +1,754 @@
+/* The sorted token blocks. A block's value:
+
+     numpack(0 if last, else 1 + size of the next block's key token)
+     the next block's key token
+     numpack(token count)
+     numpack(text size)
+     text: the tokens, ascending, each followed by '\n'
+     per token: numpack(posting list size), the list; size 0 means the
+     list is under the token's key in the tokens database
+
+   The first block of a mailbox has the empty token as its key, so that
+   every token has a block whose key is at or below it. Every read
+   checks what it relies on; damage is reported, never answered from. */
+
+#include "lib.h"
+#include "array.h"
+#include "buffer.h"
+#include "numpack.h"
+#include "seq-range-array.h"
+#include "fts-lmdb-db.h"
+#include "fts-lmdb-find.h"
+#include "fts-lmdb-backend.h"
+#include "fts-lmdb-blocks.h"
+
+struct fts_lmdb_block {
+	const unsigned char *low;
+	size_t low_size;
+	const unsigned char *next;
+	size_t next_size;
+	bool last;
+	uint64_t count;
+	const unsigned char *text, *text_end;
+	const unsigned char *end;
+};
+
+struct fts_lmdb_block_iter {
+	const struct fts_lmdb_block *block;
+	const unsigned char *t, *p;
+	uint64_t idx;
+};
+
+struct fts_lmdb_block_writer {
+	struct fts_lmdb_db *db;
+	uint32_t box_id;
+	buffer_t *low, *text, *postings, *key, *value;
+	/* scratch: a token's key and lists, the block being rewritten */
+	buffer_t *list_key, *list, *list2, *copy;
+	unsigned int count;
+	unsigned int blocks;
+};
+
+/* LMDB's order of keys */
+static int fts_lmdb_token_cmp(const unsigned char *t1, size_t size1,
+			      const unsigned char *t2, size_t size2)
+{
+	int ret = memcmp(t1, t2, I_MIN(size1, size2));
+
+	if (ret != 0)
+		return ret;
+	return size1 < size2 ? -1 : (size1 > size2 ? 1 : 0);
+}
+
+static int fts_lmdb_blocks_damaged(struct fts_lmdb_db *db, const char *what,
+				   const char **error_r)
+{
+	fts_lmdb_db_set_corrupted(db);
+	*error_r = what;
+	return -1;
+}
+
+static int fts_lmdb_block_parse(size_t prefix_size,
+				const void *key, size_t key_size,
+				const void *data, size_t size,
+				struct fts_lmdb_block *block_r)
+{
+	const uint8_t *p = data, *end = p + size;
+	uint64_t next, text_size;
+
+	i_zero(block_r);
+	if (key_size < prefix_size)
+		return -1;
+	block_r->low = CONST_PTR_OFFSET(key, prefix_size);
+	block_r->low_size = key_size - prefix_size;
+	if (numpack_decode(&p, end, &next) < 0)
+		return -1;
+	if (next == 0)
+		block_r->last = TRUE;
+	else {
+		next--;
+		if (next == 0 || next > (uint64_t)(end - p))
+			return -1;
+		block_r->next = p;
+		block_r->next_size = next;
+		p += next;
+		/* a block's range is not empty */
+		if (fts_lmdb_token_cmp(block_r->next, block_r->next_size,
+				       block_r->low, block_r->low_size) <= 0)
+			return -1;
+	}
+	if (numpack_decode(&p, end, &block_r->count) < 0 ||
+	    numpack_decode(&p, end, &text_size) < 0 ||
+	    text_size > (uint64_t)(end - p) ||
+	    block_r->count > text_size ||
+	    (block_r->count == 0) != (text_size == 0) ||
+	    (text_size > 0 && p[text_size - 1] != '\n'))
+		return -1;
+	block_r->text = p;
+	block_r->text_end = p + text_size;
+	block_r->end = end;
+	return 0;
+}
+
+static void fts_lmdb_block_iter_init(struct fts_lmdb_block_iter *iter,
+				     const struct fts_lmdb_block *block)
+{
+	i_zero(iter);
+	iter->block = block;
+	iter->t = block->text;
+	iter->p = block->text_end;
+}
+
+/* 1 for the next entry, 0 at the end, -1 if the block doesn't add up */
+static int fts_lmdb_block_iter_next(struct fts_lmdb_block_iter *iter,
+				    struct fts_lmdb_block_entry *entry_r)
+{
+	const struct fts_lmdb_block *block = iter->block;
+	const unsigned char *nl;
+	uint64_t size;
+
+	if (iter->idx == block->count) {
+		return iter->t == block->text_end &&
+			iter->p == block->end ? 0 : -1;
+	}
+	if (iter->t >= block->text_end)
+		return -1;
+	/* the text ends in '\n' */
+	nl = memchr(iter->t, '\n', block->text_end - iter->t);
+	if (nl == iter->t)
+		return -1;
+	entry_r->token = iter->t;
+	entry_r->size = nl - iter->t;
+	iter->t = nl + 1;
+	if (numpack_decode(&iter->p, block->end, &size) < 0 ||
+	    size > (uint64_t)(block->end - iter->p))
+		return -1;
+	entry_r->postings = size == 0 ? NULL : iter->p;
+	entry_r->postings_size = size;
+	iter->p += size;
+	iter->idx++;
+	return 1;
+}
+
+/* The block whose range holds token, read into block_r: 1 if found, 0 if
+   the mailbox has no blocks, -1 on error or damage. */
+static int fts_lmdb_block_floor(struct fts_lmdb_db *db, uint32_t box_id,
+				uint32_t block_count,
+				const unsigned char *token, size_t size,
+				buffer_t *key, struct fts_lmdb_block *block_r,
+				const char **error_r)
+{
+	const void *k, *data;
+	size_t key_size, data_size, prefix_size;
+	int ret;
+
+	fts_lmdb_token_key(key, box_id, token, size);
+	prefix_size = key->used - size;
+	ret = fts_lmdb_db_get_floor(db, FTS_LMDB_DBI_BLOCKS, key->data,
+				    key->used, &k, &key_size, &data,
+				    &data_size, error_r);
+	if (ret < 0)
+		return -1;
+	if (ret == 0 || key_size < prefix_size ||
+	    memcmp(k, key->data, prefix_size) != 0) {
+		if (block_count == 0)
+			return 0;
+		return fts_lmdb_blocks_damaged(db,
+			"the mailbox's first block is missing", error_r);
+	}
+	if (fts_lmdb_block_parse(prefix_size, k, key_size, data, data_size,
+				 block_r) < 0)
+		return fts_lmdb_blocks_damaged(db, "damaged block", error_r);
+	/* had the block that the found one names been there, it would
+	   have been found */
+	if (!block_r->last &&
+	    fts_lmdb_token_cmp(token, size, block_r->next,
+			       block_r->next_size) >= 0) {
+		return fts_lmdb_blocks_damaged(db,
+			"a block of the chain is missing", error_r);
+	}
+	return 1;
+}
+
+static int fts_lmdb_block_scan(struct fts_lmdb_db *db,
+			       const struct fts_lmdb_block *block,
+			       const unsigned char *q, size_t q_size,
+			       enum fts_lmdb_match match,
+			       fts_lmdb_block_entry_callback_t *callback,
+			       void *context, const char **error_r)
+{
+	struct fts_lmdb_block_iter iter;
+	struct fts_lmdb_block_entry entry;
+	const unsigned char *p, *hit;
+	bool have = FALSE;
+
+	fts_lmdb_block_iter_init(&iter, block);
+	for (p = block->text; p < block->text_end; ) {
+		hit = fts_lmdb_find(p, block->text_end - p, q, q_size);
+		if (hit == NULL)
+			break;
+		/* q has no '\n': the hit is inside one token */
+		while (!have || entry.token + entry.size <= hit) {
+			if (fts_lmdb_block_iter_next(&iter, &entry) <= 0) {
+				return fts_lmdb_blocks_damaged(db,
+					"damaged block", error_r);
+			}
+			have = TRUE;
+		}
+		p = entry.token + entry.size + 1;
+		if (match == FTS_LMDB_MATCH_SUFFIX &&
+		    (entry.size < q_size ||
+		     memcmp(entry.token + entry.size - q_size, q,
+			    q_size) != 0))
+			continue;
+		if (callback(context, &entry, error_r) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Every block of the mailbox, following the chain. */
+static int fts_lmdb_blocks_scan(struct fts_lmdb_db *db, uint32_t box_id,
+				uint32_t block_count,
+				const unsigned char *q, size_t q_size,
+				enum fts_lmdb_match match,
+				fts_lmdb_block_entry_callback_t *callback,
+				void *context, const char **error_r)
+{
+	struct fts_lmdb_db_iter *iter;
+	struct fts_lmdb_block block;
+	buffer_t *prefix = t_buffer_create(8);
+	buffer_t *expected = t_buffer_create(FTS_LMDB_TOKEN_MAX);
+	const void *key, *data;
+	size_t key_size, size;
+	uint32_t seen = 0;
+	bool more = TRUE;
+	int ret = 0;
+
+	fts_lmdb_token_key(prefix, box_id, "", 0);
+	iter = fts_lmdb_db_iter_init(db, FTS_LMDB_DBI_BLOCKS,
+				     prefix->data, prefix->used);
+	while (fts_lmdb_db_iter_next(iter, &key, &key_size, &data, &size)) {
+		if (fts_lmdb_block_parse(prefix->used, key, key_size, data,
+					 size, &block) < 0) {
+			ret = fts_lmdb_blocks_damaged(db, "damaged block",
+						      error_r);
+			break;
+		}
+		if (!more || fts_lmdb_token_cmp(block.low, block.low_size,
+						expected->data,
+						expected->used) != 0) {
+			ret = fts_lmdb_blocks_damaged(db,
+				"a block of the chain is missing", error_r);
+			break;
+		}
+		seen++;
+		if (fts_lmdb_block_scan(db, &block, q, q_size, match,
+					callback, context, error_r) < 0) {
+			ret = -1;
+			break;
+		}
+		more = !block.last;
+		buffer_set_used_size(expected, 0);
+		buffer_append(expected, block.next, block.next_size);
+	}
+	if (fts_lmdb_db_iter_deinit(&iter, error_r) < 0)
+		return -1;
+	if (ret == 0 && (seen != block_count || (seen > 0 && more))) {
+		return fts_lmdb_blocks_damaged(db,
+			"a block of the chain is missing", error_r);
+	}
+	return ret;
+}
+
+/* Exact and prefix lookups: from the block whose range holds q, along
+   the chain while tokens may start with q. */
+static int fts_lmdb_blocks_seek(struct fts_lmdb_db *db, uint32_t box_id,
+				uint32_t block_count,
+				const unsigned char *q, size_t q_size,
+				enum fts_lmdb_match match,
+				fts_lmdb_block_entry_callback_t *callback,
+				void *context, const char **error_r)
+{
+	struct fts_lmdb_block block;
+	struct fts_lmdb_block_iter iter;
+	struct fts_lmdb_block_entry entry;
+	buffer_t *key = t_buffer_create(FTS_LMDB_TOKEN_MAX + 8);
+	const void *data;
+	size_t size;
+	int ret, cmp;
+
+	ret = fts_lmdb_block_floor(db, box_id, block_count, q, q_size, key,
+				   &block, error_r);
+	if (ret <= 0)
+		return ret;
+	for (;;) {
+		fts_lmdb_block_iter_init(&iter, &block);
+		while ((ret = fts_lmdb_block_iter_next(&iter, &entry)) > 0) {
+			cmp = fts_lmdb_token_cmp(entry.token, entry.size,
+						 q, q_size);
+			if (cmp < 0)
+				continue;
+			if (match == FTS_LMDB_MATCH_EXACT) {
+				if (cmp > 0)
+					return 0;
+			} else if (entry.size < q_size ||
+				   memcmp(entry.token, q, q_size) != 0)
+				return 0;
+			if (callback(context, &entry, error_r) < 0)
+				return -1;
+			if (match == FTS_LMDB_MATCH_EXACT)
+				return 0;
+		}
+		if (ret < 0)
+			return fts_lmdb_blocks_damaged(db, "damaged block",
+						       error_r);
+		if (match == FTS_LMDB_MATCH_EXACT || block.last ||
+		    block.next_size < q_size ||
+		    memcmp(block.next, q, q_size) != 0)
+			return 0;
+		fts_lmdb_token_key(key, box_id, block.next, block.next_size);
+		ret = fts_lmdb_db_get(db, FTS_LMDB_DBI_BLOCKS, key->data,
+				      key->used, &data, &size, error_r);
+		if (ret < 0)
+			return -1;
+		if (ret == 0) {
+			return fts_lmdb_blocks_damaged(db,
+				"a block of the chain is missing", error_r);
+		}
+		if (fts_lmdb_block_parse(key->used - block.next_size,
+					 key->data, key->used, data, size,
+					 &block) < 0)
+			return fts_lmdb_blocks_damaged(db, "damaged block",
+						       error_r);
+	}
+}
+
+int fts_lmdb_blocks_find(struct fts_lmdb_db *db, uint32_t box_id,
+			 uint32_t block_count,
+			 const unsigned char *q, size_t q_size,
+			 enum fts_lmdb_match match,
+			 fts_lmdb_block_entry_callback_t *callback,
+			 void *context, const char **error_r)
+{
+	switch (match) {
+	case FTS_LMDB_MATCH_CONTAINS:
+	case FTS_LMDB_MATCH_SUFFIX:
+		return fts_lmdb_blocks_scan(db, box_id, block_count, q,
+					    q_size, match, callback, context,
+					    error_r);
+	case FTS_LMDB_MATCH_PREFIX:
+	case FTS_LMDB_MATCH_EXACT:
+		return fts_lmdb_blocks_seek(db, box_id, block_count, q,
+					    q_size, match, callback, context,
+					    error_r);
+	}
+	i_unreached();
+}
+
+/* ------------------------------------------------------------ writing */
+
+static void fts_lmdb_block_writer_init(struct fts_lmdb_block_writer *w,
+				       struct fts_lmdb_db *db,
+				       uint32_t box_id)
+{
+	i_zero(w);
+	w->db = db;
+	w->box_id = box_id;
+	w->low = t_buffer_create(FTS_LMDB_TOKEN_MAX);
+	w->text = t_buffer_create(FTS_LMDB_BLOCK_MAX);
+	w->postings = t_buffer_create(FTS_LMDB_BLOCK_MAX);
+	w->key = t_buffer_create(FTS_LMDB_TOKEN_MAX + 8);
+	w->value = t_buffer_create(FTS_LMDB_BLOCK_MAX * 2);
+	w->list_key = t_buffer_create(FTS_LMDB_TOKEN_MAX + 8);
+	w->list = t_buffer_create(256);
+	w->list2 = t_buffer_create(256);
+	w->copy = t_buffer_create(FTS_LMDB_BLOCK_MAX * 2);
+}
+
+static void fts_lmdb_block_writer_start(struct fts_lmdb_block_writer *w,
+					const unsigned char *low,
+					size_t low_size)
+{
+	buffer_set_used_size(w->low, 0);
+	buffer_append(w->low, low, low_size);
+	buffer_set_used_size(w->text, 0);
+	buffer_set_used_size(w->postings, 0);
+	w->count = 0;
+}
+
+static int fts_lmdb_block_writer_put(struct fts_lmdb_block_writer *w,
+				     const unsigned char *next,
+				     size_t next_size, bool last,
+				     const char **error_r)
+{
+	buffer_set_used_size(w->value, 0);
+	numpack_encode(w->value, last ? 0 : next_size + 1);
+	if (!last)
+		buffer_append(w->value, next, next_size);
+	numpack_encode(w->value, w->count);
+	numpack_encode(w->value, w->text->used);
+	buffer_append_buf(w->value, w->text, 0, SIZE_MAX);
+	buffer_append_buf(w->value, w->postings, 0, SIZE_MAX);
+	fts_lmdb_token_key(w->key, w->box_id, w->low->data, w->low->used);
+	w->blocks++;
+	return fts_lmdb_db_put(w->db, FTS_LMDB_DBI_BLOCKS, w->key->data,
+			       w->key->used, w->value->data, w->value->used,
+			       error_r);
+}
+
+static int fts_lmdb_block_writer_add(struct fts_lmdb_block_writer *w,
+				     const struct fts_lmdb_block_entry *entry,
+				     const char **error_r)
+{
+	/* a numpacked size of up to FTS_LMDB_BLOCK_POSTINGS_MAX is at
+	   most 2 bytes */
+	size_t entry_size = entry->size + 1 + 2 + entry->postings_size;
+
+	if (w->count > 0 &&
+	    w->text->used + w->postings->used + entry_size >
+	    FTS_LMDB_BLOCK_MAX) {
+		if (fts_lmdb_block_writer_put(w, entry->token, entry->size,
+					      FALSE, error_r) < 0)
+			return -1;
+		fts_lmdb_block_writer_start(w, entry->token, entry->size);
+	}
+	buffer_append(w->text, entry->token, entry->size);
+	buffer_append_c(w->text, '\n');
+	numpack_encode(w->postings, entry->postings_size);
+	if (entry->postings != NULL) {
+		buffer_append(w->postings, entry->postings,
+			      entry->postings_size);
+	}
+	w->count++;
+	return 0;
+}
+
+/* The list kept under the token's own key, copied into value. */
+static int fts_lmdb_blocks_external(struct fts_lmdb_db *db, uint32_t box_id,
+				    const unsigned char *token, size_t size,
+				    buffer_t *key, buffer_t *value,
+				    const char **error_r)
+{
+	const void *data;
+	size_t data_size;
+	int ret;
+
+	fts_lmdb_token_key(key, box_id, token, size);
+	ret = fts_lmdb_db_get(db, FTS_LMDB_DBI_TOKENS, key->data, key->used,
+			      &data, &data_size, error_r);
+	if (ret < 0)
+		return -1;
+	if (ret == 0) {
+		return fts_lmdb_blocks_damaged(db,
+			"a block's token has no posting list", error_r);
+	}
+	buffer_set_used_size(value, 0);
+	buffer_append(value, data, data_size);
+	return 0;
+}
+
+/* Writes value as the list of token: in the block if it is short and
+   was there, else under the token's key. */
+static int fts_lmdb_blocks_write_list(struct fts_lmdb_block_writer *w,
+				      const unsigned char *token, size_t size,
+				      const buffer_t *value, bool external,
+				      const char **error_r)
+{
+	struct fts_lmdb_block_entry entry;
+
+	entry.token = token;
+	entry.size = size;
+	if (!external && value->used <= FTS_LMDB_BLOCK_POSTINGS_MAX) {
+		entry.postings = value->data;
+		entry.postings_size = value->used;
+	} else {
+		entry.postings = NULL;
+		entry.postings_size = 0;
+		fts_lmdb_token_key(w->list_key, w->box_id, token, size);
+		if (fts_lmdb_db_put(w->db, FTS_LMDB_DBI_TOKENS,
+				    w->list_key->data, w->list_key->used,
+				    value->data, value->used, error_r) < 0)
+			return -1;
+	}
+	return fts_lmdb_block_writer_add(w, &entry, error_r);
+}
+
+/* One token of the input, merged with its entry in the block if any. */
+static int fts_lmdb_blocks_merge(struct fts_lmdb_block_writer *w,
+				 const struct fts_lmdb_block_entry *old,
+				 const unsigned char *token, size_t size,
+				 const struct fts_lmdb_blocks_input *input,
+				 unsigned int idx, const char **error_r)
+{
+	struct fts_lmdb_posting_header hdr;
+	buffer_t *value = w->list;
+	bool external = FALSE;
+
+	i_zero(&hdr);
+	buffer_set_used_size(value, 0);
+	if (old != NULL) {
+		if (old->postings == NULL) {
+			external = TRUE;
+			if (fts_lmdb_blocks_external(w->db, w->box_id, token,
+						     size, w->list_key, value,
+						     error_r) < 0)
+				return -1;
+		} else {
+			buffer_append(value, old->postings,
+				      old->postings_size);
+		}
+		if (fts_lmdb_postings_header(value->data, value->used,
+					     &hdr) < 0 || hdr.count == 0) {
+			return fts_lmdb_blocks_damaged(w->db,
+				"damaged posting list", error_r);
+		}
+	}
+	input->append(input->context, idx, value, &hdr);
+	return fts_lmdb_blocks_write_list(w, token, size, value, external,
+					  error_r);
+}
+
+/* A copy of the block into buf: the writes move what the map holds. */
+static void fts_lmdb_block_copy(struct fts_lmdb_block *block, buffer_t *buf)
+{
+	size_t text_size = block->text_end - block->text;
+	const unsigned char *p;
+
+	buffer_set_used_size(buf, 0);
+	buffer_append(buf, block->low, block->low_size);
+	if (!block->last)
+		buffer_append(buf, block->next, block->next_size);
+	buffer_append(buf, block->text, block->end - block->text);
+	p = buf->data;
+	block->low = p;
+	if (!block->last)
+		block->next = p + block->low_size;
+	block->text = p + block->low_size + block->next_size;
+	block->text_end = block->text + text_size;
+	block->end = p + buf->used;
+}
+
+int fts_lmdb_blocks_add(struct fts_lmdb_db *db, uint32_t box_id,
+			uint32_t *block_count,
+			const struct fts_lmdb_blocks_input *input,
+			const char **error_r)
+{
+	struct fts_lmdb_block_writer w;
+	struct fts_lmdb_block block;
+	struct fts_lmdb_block_iter iter;
+	struct fts_lmdb_block_entry old;
+	buffer_t *key = t_buffer_create(FTS_LMDB_TOKEN_MAX + 8);
+	const unsigned char *token;
+	size_t size;
+	unsigned int i = 0;
+	bool existed, have_old, have_new;
+	int ret, cmp;
+
+	fts_lmdb_block_writer_init(&w, db, box_id);
+	while (i < input->count) {
+		input->token(input->context, i, &token, &size);
+		ret = fts_lmdb_block_floor(db, box_id, *block_count, token,
+					   size, key, &block, error_r);
+		if (ret < 0)
+			return -1;
+		existed = ret > 0;
+		if (existed)
+			fts_lmdb_block_copy(&block, w.copy);
+		else {
+			i_zero(&block);
+			block.low = (const unsigned char *)"";
+			block.last = TRUE;
+		}
+		w.blocks = 0;
+		fts_lmdb_block_writer_start(&w, block.low, block.low_size);
+		fts_lmdb_block_iter_init(&iter, &block);
+		if ((ret = fts_lmdb_block_iter_next(&iter, &old)) < 0)
+			return fts_lmdb_blocks_damaged(db, "damaged block",
+						       error_r);
+		have_old = ret > 0;
+		for (;;) {
+			have_new = i < input->count;
+			if (have_new) {
+				input->token(input->context, i, &token, &size);
+				have_new = block.last ||
+					fts_lmdb_token_cmp(token, size,
+							   block.next,
+							   block.next_size) < 0;
+			}
+			if (!have_old && !have_new)
+				break;
+			cmp = !have_new ? 1 : (!have_old ? -1 :
+				fts_lmdb_token_cmp(token, size, old.token,
+						   old.size));
+			if (cmp > 0)
+				ret = fts_lmdb_block_writer_add(&w, &old,
+								error_r);
+			else {
+				ret = fts_lmdb_blocks_merge(&w,
+					cmp == 0 ? &old : NULL, token, size,
+					input, i, error_r);
+				i++;
+			}
+			if (ret < 0)
+				return -1;
+			if (cmp >= 0) {
+				if ((ret = fts_lmdb_block_iter_next(&iter,
+								    &old)) < 0)
+					return fts_lmdb_blocks_damaged(db,
+						"damaged block", error_r);
+				have_old = ret > 0;
+			}
+		}
+		if (fts_lmdb_block_writer_put(&w, block.next, block.next_size,
+					      block.last, error_r) < 0)
+			return -1;
+		*block_count += w.blocks - (existed ? 1 : 0);
+	}
+	return 0;
+}
+
+/* The list without the expunged UIDs, into value. */
+static int fts_lmdb_blocks_filter(const unsigned char *data, size_t size,
+				  const ARRAY_TYPE(seq_range) *expunged,
+				  buffer_t *value)
+{
+	struct fts_lmdb_postings_iter piter;
+	struct fts_lmdb_posting_header hdr;
+	uint32_t uid, mask;
+
+	i_zero(&hdr);
+	buffer_set_used_size(value, 0);
+	fts_lmdb_postings_iter_init(&piter, data, size);
+	while (fts_lmdb_postings_iter_next(&piter, &uid, &mask)) {
+		if (!seq_range_exists(expunged, uid))
+			fts_lmdb_postings_append(value, &hdr, uid, mask);
+	}
+	return piter.failed ? -1 : 0;
+}
+
+static int fts_lmdb_block_purge(struct fts_lmdb_block_writer *w,
+				const struct fts_lmdb_block *block,
+				const ARRAY_TYPE(seq_range) *expunged,
+				const char **error_r)
+{
+	struct fts_lmdb_block_iter iter;
+	struct fts_lmdb_block_entry entry;
+	buffer_t *list = w->list, *value = w->list2, *key = w->list_key;
+	bool external;
+	int ret;
+
+	fts_lmdb_block_writer_start(w, block->low, block->low_size);
+	fts_lmdb_block_iter_init(&iter, block);
+	while ((ret = fts_lmdb_block_iter_next(&iter, &entry)) > 0) {
+		external = entry.postings == NULL;
+		if (!external) {
+			buffer_set_used_size(list, 0);
+			buffer_append(list, entry.postings,
+				      entry.postings_size);
+		} else if (fts_lmdb_blocks_external(w->db, w->box_id,
+						    entry.token, entry.size,
+						    key, list, error_r) < 0)
+			return -1;
+		if (fts_lmdb_blocks_filter(list->data, list->used, expunged,
+					   value) < 0) {
+			return fts_lmdb_blocks_damaged(w->db,
+				"damaged posting list", error_r);
+		}
+		if (value->used > 0) {
+			if (fts_lmdb_blocks_write_list(w, entry.token,
+						       entry.size, value,
+						       external, error_r) < 0)
+				return -1;
+		} else if (external) {
+			fts_lmdb_token_key(key, w->box_id, entry.token,
+					   entry.size);
+			if (fts_lmdb_db_del(w->db, FTS_LMDB_DBI_TOKENS,
+					    key->data, key->used,
+					    error_r) < 0)
+				return -1;
+		}
+	}
+	if (ret < 0)
+		return fts_lmdb_blocks_damaged(w->db, "damaged block", error_r);
+	return fts_lmdb_block_writer_put(w, block->next, block->next_size,
+					 block->last, error_r);
+}
+
+int fts_lmdb_blocks_purge(struct fts_lmdb_db *db, uint32_t box_id,
+			  uint32_t block_count,
+			  const ARRAY_TYPE(seq_range) *expunged,
+			  const char **error_r)
+{
+	struct fts_lmdb_db_iter *iter;
+	struct fts_lmdb_block_writer w;
+	struct fts_lmdb_block block;
+	buffer_t *prefix = t_buffer_create(8);
+	buffer_t *expected = t_buffer_create(FTS_LMDB_TOKEN_MAX);
+	const void *key, *data;
+	size_t key_size, size;
+	uint32_t seen = 0;
+	bool more = TRUE;
+	int ret = 0;
+
+	fts_lmdb_block_writer_init(&w, db, box_id);
+	fts_lmdb_token_key(prefix, box_id, "", 0);
+	iter = fts_lmdb_db_iter_init(db, FTS_LMDB_DBI_BLOCKS,
+				     prefix->data, prefix->used);
+	/* Each block is rewritten under its own key with less in it, so
+	   the chain stays as it is (an emptied block stays, empty). LMDB
+	   keeps the cursor valid across the puts. */
+	while (fts_lmdb_db_iter_next(iter, &key, &key_size, &data, &size)) {
+		if (fts_lmdb_block_parse(prefix->used, key, key_size, data,
+					 size, &block) < 0) {
+			ret = fts_lmdb_blocks_damaged(db, "damaged block",
+						      error_r);
+			break;
+		}
+		if (!more || fts_lmdb_token_cmp(block.low, block.low_size,
+						expected->data,
+						expected->used) != 0) {
+			ret = fts_lmdb_blocks_damaged(db,
+				"a block of the chain is missing", error_r);
+			break;
+		}
+		seen++;
+		fts_lmdb_block_copy(&block, w.copy);
+		more = !block.last;
+		buffer_set_used_size(expected, 0);
+		buffer_append(expected, block.next, block.next_size);
+		w.blocks = 0;
+		/* with less in it, it isn't split */
+		if (fts_lmdb_block_purge(&w, &block, expunged, error_r) < 0) {
+			ret = -1;
+			break;
+		}
+	}
+	if (fts_lmdb_db_iter_deinit(&iter, error_r) < 0)
+		return -1;
+	if (ret == 0 && (seen != block_count || (seen > 0 && more))) {
+		return fts_lmdb_blocks_damaged(db,
+			"a block of the chain is missing", error_r);
+	}
+	return ret;
+}

@@ -1,0 +1,83 @@
+#ifndef FTS_LMDB_BLOCKS_H
+#define FTS_LMDB_BLOCKS_H
+
+/* A mailbox's tokens, sorted, in blocks of about FTS_LMDB_BLOCK_MAX
+   bytes, each keyed by the lowest token it may hold and naming the key
+   of the block after it. A block keeps its tokens' text together, each
+   followed by '\n', so that a substring search scans it as one string,
+   and their posting lists after it. One LMDB entry per block instead of
+   per token is what keeps the index small (docs/fts_lmdb.md "Size").
+
+   The chain of keys is what makes a lost block visible: a lookup by key
+   lands on the block whose range holds the token, and a scan must find
+   every block the previous one names. */
+
+#include "fts-lmdb-postings.h"
+#include "fts-lmdb-tokens.h"
+
+struct fts_lmdb_db;
+
+/* A block's text and lists are at most this many bytes, so that with
+   its header (at most 6 bytes and a token) and checksum it fills one
+   4 KB LMDB overflow page: LMDB packs values of a quarter page or more
+   badly into its leaf pages. */
+#define FTS_LMDB_BLOCK_MAX (4096 - 16 - 4 - 6 - FTS_LMDB_TOKEN_MAX)
+/* A posting list longer than this is kept under its own key in the
+   tokens database: a common token would otherwise make every batch
+   rewrite its block with a growing list. */
+#define FTS_LMDB_BLOCK_POSTINGS_MAX 128
+
+enum fts_lmdb_match {
+	FTS_LMDB_MATCH_CONTAINS,
+	FTS_LMDB_MATCH_SUFFIX,
+	FTS_LMDB_MATCH_PREFIX,
+	FTS_LMDB_MATCH_EXACT,
+};
+
+struct fts_lmdb_block_entry {
+	const unsigned char *token;
+	size_t size;
+	/* NULL if the list is under the token's key in the tokens
+	   database */
+	const unsigned char *postings;
+	size_t postings_size;
+};
+
+typedef int fts_lmdb_block_entry_callback_t(
+	void *context, const struct fts_lmdb_block_entry *entry,
+	const char **error_r);
+
+/* Calls callback for each token that matches q. block_count is the
+   mailbox record's count of blocks. */
+int fts_lmdb_blocks_find(struct fts_lmdb_db *db, uint32_t box_id,
+			 uint32_t block_count,
+			 const unsigned char *q, size_t q_size,
+			 enum fts_lmdb_match match,
+			 fts_lmdb_block_entry_callback_t *callback,
+			 void *context, const char **error_r);
+
+/* New postings of a batch, for tokens sorted and distinct. */
+struct fts_lmdb_blocks_input {
+	unsigned int count;
+	void (*token)(void *context, unsigned int idx,
+		      const unsigned char **token_r, size_t *size_r);
+	/* appends the token's postings after hdr->last_uid to postings */
+	void (*append)(void *context, unsigned int idx, buffer_t *postings,
+		       struct fts_lmdb_posting_header *hdr);
+	void *context;
+};
+
+/* Adds the input's postings, in the open write transaction. */
+int fts_lmdb_blocks_add(struct fts_lmdb_db *db, uint32_t box_id,
+			uint32_t *block_count,
+			const struct fts_lmdb_blocks_input *input,
+			const char **error_r);
+
+/* Removes the UIDs in expunged from every list the blocks hold or name,
+   and the tokens left with none. */
+int fts_lmdb_blocks_purge(struct fts_lmdb_db *db, uint32_t box_id,
+			  uint32_t block_count,
+			  const ARRAY_TYPE(seq_range) *expunged,
+			  const char **error_r);
+
+#endif
