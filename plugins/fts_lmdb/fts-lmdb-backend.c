@@ -156,6 +156,7 @@ void fts_lmdb_backend_damaged(struct fts_lmdb_backend *backend,
 	e_error(backend->event, "Index %s damaged, searching without it "
 		"and rebuilding it: %s", backend->dir, error);
 	backend->rebuild_pending = TRUE;
+	backend->blocks_checked = FALSE;
 }
 
 static int fts_lmdb_backend_rebuild(struct fts_lmdb_backend *backend)

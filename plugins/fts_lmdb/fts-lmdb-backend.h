@@ -4,8 +4,7 @@
 #include "guid.h"
 #include "fts-api-private.h"
 #include "fts-lmdb-settings.h"
-
-struct fts_lmdb_db;
+#include "fts-lmdb-db.h"
 
 struct fts_lmdb_backend {
 	struct fts_backend backend;
@@ -21,6 +20,11 @@ struct fts_lmdb_backend {
 	   index this mailbox up to this UID */
 	guid_128_t queued_box_guid;
 	uint32_t queued_uid;
+	/* a search read and checked every block of this mailbox under this
+	   stamp: later searches under an equal one skip the checksums */
+	struct fts_lmdb_db_stamp blocks_checked_stamp;
+	uint32_t blocks_checked_box_id;
+	bool blocks_checked;
 };
 
 /* What the index knows of one mailbox, keyed by the mailbox GUID. Stored

@@ -227,7 +227,87 @@ static int fts_lmdb_block_scan(struct fts_lmdb_db *db,
 	return 0;
 }
 
-/* Every block of the mailbox, following the chain. */
+/* Walks every block of a mailbox in key order, requiring each to be the
+   one the previous block named, the first to have the empty key, the
+   last to name none, and as many as the mailbox's record counts. */
+struct fts_lmdb_chain {
+	struct fts_lmdb_db *db;
+	struct fts_lmdb_db_iter *iter;
+	buffer_t *prefix, *expected;
+	uint32_t block_count, seen;
+	bool more;
+	bool failed;
+};
+
+static void fts_lmdb_chain_init(struct fts_lmdb_chain *chain,
+				struct fts_lmdb_db *db, uint32_t box_id,
+				uint32_t block_count)
+{
+	i_zero(chain);
+	chain->db = db;
+	chain->block_count = block_count;
+	chain->more = TRUE;
+	chain->prefix = t_buffer_create(8);
+	chain->expected = t_buffer_create(FTS_LMDB_TOKEN_MAX);
+	fts_lmdb_token_key(chain->prefix, box_id, "", 0);
+	chain->iter = fts_lmdb_db_iter_init(db, FTS_LMDB_DBI_BLOCKS,
+					    chain->prefix->data,
+					    chain->prefix->used);
+}
+
+/* FALSE at the end, or on damage (chain->failed, error_r set) */
+static bool fts_lmdb_chain_next(struct fts_lmdb_chain *chain,
+				struct fts_lmdb_block *block_r,
+				const char **error_r)
+{
+	const void *key, *data;
+	size_t key_size, size;
+
+	if (chain->failed ||
+	    !fts_lmdb_db_iter_next(chain->iter, &key, &key_size, &data, &size))
+		return FALSE;
+	if (fts_lmdb_block_parse(chain->prefix->used, key, key_size, data,
+				 size, block_r) < 0) {
+		chain->failed = TRUE;
+		(void)fts_lmdb_blocks_damaged(chain->db, "damaged block",
+					      error_r);
+		return FALSE;
+	}
+	if (!chain->more ||
+	    fts_lmdb_token_cmp(block_r->low, block_r->low_size,
+			       chain->expected->data,
+			       chain->expected->used) != 0) {
+		chain->failed = TRUE;
+		(void)fts_lmdb_blocks_damaged(chain->db,
+			"a block of the chain is missing", error_r);
+		return FALSE;
+	}
+	chain->seen++;
+	chain->more = !block_r->last;
+	buffer_set_used_size(chain->expected, 0);
+	if (!block_r->last) {
+		buffer_append(chain->expected, block_r->next,
+			      block_r->next_size);
+	}
+	return TRUE;
+}
+
+/* ret is the caller's result so far: -1 stays -1 */
+static int fts_lmdb_chain_deinit(struct fts_lmdb_chain *chain, int ret,
+				 const char **error_r)
+{
+	if (fts_lmdb_db_iter_deinit(&chain->iter, error_r) < 0)
+		return -1;
+	if (chain->failed || ret < 0)
+		return -1;
+	if (chain->seen != chain->block_count ||
+	    (chain->seen > 0 && chain->more)) {
+		return fts_lmdb_blocks_damaged(chain->db,
+			"a block of the chain is missing", error_r);
+	}
+	return 0;
+}
+
 static int fts_lmdb_blocks_scan(struct fts_lmdb_db *db, uint32_t box_id,
 				uint32_t block_count,
 				const unsigned char *q, size_t q_size,
@@ -235,50 +315,19 @@ static int fts_lmdb_blocks_scan(struct fts_lmdb_db *db, uint32_t box_id,
 				fts_lmdb_block_entry_callback_t *callback,
 				void *context, const char **error_r)
 {
-	struct fts_lmdb_db_iter *iter;
+	struct fts_lmdb_chain chain;
 	struct fts_lmdb_block block;
-	buffer_t *prefix = t_buffer_create(8);
-	buffer_t *expected = t_buffer_create(FTS_LMDB_TOKEN_MAX);
-	const void *key, *data;
-	size_t key_size, size;
-	uint32_t seen = 0;
-	bool more = TRUE;
 	int ret = 0;
 
-	fts_lmdb_token_key(prefix, box_id, "", 0);
-	iter = fts_lmdb_db_iter_init(db, FTS_LMDB_DBI_BLOCKS,
-				     prefix->data, prefix->used);
-	while (fts_lmdb_db_iter_next(iter, &key, &key_size, &data, &size)) {
-		if (fts_lmdb_block_parse(prefix->used, key, key_size, data,
-					 size, &block) < 0) {
-			ret = fts_lmdb_blocks_damaged(db, "damaged block",
-						      error_r);
-			break;
-		}
-		if (!more || fts_lmdb_token_cmp(block.low, block.low_size,
-						expected->data,
-						expected->used) != 0) {
-			ret = fts_lmdb_blocks_damaged(db,
-				"a block of the chain is missing", error_r);
-			break;
-		}
-		seen++;
+	fts_lmdb_chain_init(&chain, db, box_id, block_count);
+	while (fts_lmdb_chain_next(&chain, &block, error_r)) {
 		if (fts_lmdb_block_scan(db, &block, q, q_size, match,
 					callback, context, error_r) < 0) {
 			ret = -1;
 			break;
 		}
-		more = !block.last;
-		buffer_set_used_size(expected, 0);
-		buffer_append(expected, block.next, block.next_size);
 	}
-	if (fts_lmdb_db_iter_deinit(&iter, error_r) < 0)
-		return -1;
-	if (ret == 0 && (seen != block_count || (seen > 0 && more))) {
-		return fts_lmdb_blocks_damaged(db,
-			"a block of the chain is missing", error_r);
-	}
-	return ret;
+	return fts_lmdb_chain_deinit(&chain, ret, error_r);
 }
 
 /* Exact and prefix lookups: from the block whose range holds q, along
@@ -700,55 +749,22 @@ int fts_lmdb_blocks_purge(struct fts_lmdb_db *db, uint32_t box_id,
 			  const ARRAY_TYPE(seq_range) *expunged,
 			  const char **error_r)
 {
-	struct fts_lmdb_db_iter *iter;
+	struct fts_lmdb_chain chain;
 	struct fts_lmdb_block_writer w;
 	struct fts_lmdb_block block;
-	buffer_t *prefix = t_buffer_create(8);
-	buffer_t *expected = t_buffer_create(FTS_LMDB_TOKEN_MAX);
-	const void *key, *data;
-	size_t key_size, size;
-	uint32_t seen = 0;
-	bool more = TRUE;
 	int ret = 0;
 
 	fts_lmdb_block_writer_init(&w, db, box_id);
-	fts_lmdb_token_key(prefix, box_id, "", 0);
-	iter = fts_lmdb_db_iter_init(db, FTS_LMDB_DBI_BLOCKS,
-				     prefix->data, prefix->used);
+	fts_lmdb_chain_init(&chain, db, box_id, block_count);
 	/* Each block is rewritten under its own key with less in it, so
-	   the chain stays as it is (an emptied block stays, empty). LMDB
-	   keeps the cursor valid across the puts. */
-	while (fts_lmdb_db_iter_next(iter, &key, &key_size, &data, &size)) {
-		if (fts_lmdb_block_parse(prefix->used, key, key_size, data,
-					 size, &block) < 0) {
-			ret = fts_lmdb_blocks_damaged(db, "damaged block",
-						      error_r);
-			break;
-		}
-		if (!more || fts_lmdb_token_cmp(block.low, block.low_size,
-						expected->data,
-						expected->used) != 0) {
-			ret = fts_lmdb_blocks_damaged(db,
-				"a block of the chain is missing", error_r);
-			break;
-		}
-		seen++;
+	   the chain stays as it is (an emptied block stays, empty) and no
+	   block is split. LMDB keeps the cursor valid across the puts. */
+	while (fts_lmdb_chain_next(&chain, &block, error_r)) {
 		fts_lmdb_block_copy(&block, w.copy);
-		more = !block.last;
-		buffer_set_used_size(expected, 0);
-		buffer_append(expected, block.next, block.next_size);
-		w.blocks = 0;
-		/* with less in it, it isn't split */
 		if (fts_lmdb_block_purge(&w, &block, expunged, error_r) < 0) {
 			ret = -1;
 			break;
 		}
 	}
-	if (fts_lmdb_db_iter_deinit(&iter, error_r) < 0)
-		return -1;
-	if (ret == 0 && (seen != block_count || (seen > 0 && more))) {
-		return fts_lmdb_blocks_damaged(db,
-			"a block of the chain is missing", error_r);
-	}
-	return ret;
+	return fts_lmdb_chain_deinit(&chain, ret, error_r);
 }

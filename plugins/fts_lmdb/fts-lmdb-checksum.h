@@ -3,7 +3,7 @@
 
 /* CRC32C (Castagnoli) of size bytes at data, continuing crc (0 to
    start). Every value in the index carries one (fts-lmdb-db.c), and
-   every search reads megabytes of vocabulary, so it uses the CPU's
+   a scan reads megabytes of token blocks, so it uses the CPU's
    CRC32 instruction where there is one; the result is the same either
    way. */
 uint32_t fts_lmdb_checksum(uint32_t crc, const void *data, size_t size);

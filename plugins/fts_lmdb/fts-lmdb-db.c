@@ -64,6 +64,10 @@ struct fts_lmdb_db {
 	/* a value and its checksum, for mdb_put() */
 	buffer_t *put_buf;
 
+	/* dbis (bits) whose values are read without their checksums,
+	   see fts_lmdb_db_set_trusted() */
+	unsigned int trusted_dbis;
+
 	bool map_full;
 	bool corrupted;
 };
@@ -889,6 +893,41 @@ static bool fts_lmdb_db_free_record_valid(struct fts_lmdb_db *db,
 	return TRUE;
 }
 
+bool fts_lmdb_db_stamp(struct fts_lmdb_db *db,
+		       struct fts_lmdb_db_stamp *stamp_r)
+{
+	struct stat st;
+
+	i_zero(stamp_r);
+	if (!db->rtxn_active ||
+	    stat(fts_lmdb_db_data_path(db), &st) < 0)
+		return FALSE;
+	stamp_r->dev = st.st_dev;
+	stamp_r->ino = st.st_ino;
+	stamp_r->size = st.st_size;
+	stamp_r->ctime_sec = st.st_ctim.tv_sec;
+	stamp_r->ctime_nsec = st.st_ctim.tv_nsec;
+	stamp_r->txnid = mdb_txn_id(db->rtxn);
+	return TRUE;
+}
+
+bool fts_lmdb_db_stamp_equal(const struct fts_lmdb_db_stamp *s1,
+			     const struct fts_lmdb_db_stamp *s2)
+{
+	return s1->dev == s2->dev && s1->ino == s2->ino &&
+		s1->size == s2->size && s1->ctime_sec == s2->ctime_sec &&
+		s1->ctime_nsec == s2->ctime_nsec && s1->txnid == s2->txnid;
+}
+
+void fts_lmdb_db_set_trusted(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
+			     bool trusted)
+{
+	if (trusted)
+		db->trusted_dbis |= 1U << dbi;
+	else
+		db->trusted_dbis &= ~(1U << dbi);
+}
+
 int fts_lmdb_db_check_free(struct fts_lmdb_db *db, const char **error_r)
 {
 	MDB_envinfo info;
@@ -947,6 +986,8 @@ static bool fts_lmdb_db_value_checked(struct fts_lmdb_db *db,
 	if (v->mv_size < FTS_LMDB_DB_CHECKSUM_SIZE)
 		return FALSE;
 	v->mv_size -= FTS_LMDB_DB_CHECKSUM_SIZE;
+	if ((db->trusted_dbis & (1U << dbi)) != 0)
+		return TRUE;
 	memcpy(&crc, CONST_PTR_OFFSET(v->mv_data, v->mv_size), sizeof(crc));
 	return crc == fts_lmdb_db_checksum(k, v->mv_data, v->mv_size);
 }

@@ -41,6 +41,29 @@ int fts_lmdb_db_read_renew(struct fts_lmdb_db *db, const char **error_r);
 int fts_lmdb_db_read_ensure(struct fts_lmdb_db *db, const char **error_r);
 void fts_lmdb_db_read_release(struct fts_lmdb_db *db);
 
+/* The data file as it is (inode, size, change time) and the snapshot of
+   the read transaction. LMDB never changes a committed page in place,
+   and any write to the file changes its ctime, so values checked under
+   one stamp are still the same bytes under an equal stamp. */
+struct fts_lmdb_db_stamp {
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	time_t ctime_sec;
+	long ctime_nsec;
+	uint64_t txnid;
+};
+
+/* FALSE if there is no read transaction or the file can't be stat()ed */
+bool fts_lmdb_db_stamp(struct fts_lmdb_db *db,
+		       struct fts_lmdb_db_stamp *stamp_r);
+bool fts_lmdb_db_stamp_equal(const struct fts_lmdb_db_stamp *s1,
+			     const struct fts_lmdb_db_stamp *s2);
+/* While set, values of dbi are read without checking their checksums:
+   only for values checked before under an equal stamp. */
+void fts_lmdb_db_set_trusted(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
+			     bool trusted);
+
 /* LMDB hands the pages of its free list to the next write unchecked:
    garbage there would make a write overwrite pages in use. Checks the
    list (short: LMDB reuses freed pages first) in the open read

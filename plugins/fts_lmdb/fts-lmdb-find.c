@@ -1,6 +1,6 @@
 /* Substring search by a filter on the key's first and last bytes, 16
    positions at a time (SSE2, which every x86-64 CPU has): only where
-   both match are the bytes between compared. On a vocabulary, where a
+   both match are the bytes between compared. On token text, where a
    pair of bytes rarely lines up, that beats glibc's memmem(), which is
    built for the worst case of long keys (docs/fts-bench.md). */
 

@@ -29,6 +29,11 @@ struct fts_lmdb_lookup {
 	uint64_t *range, *unindexed, *expunged;
 	buffer_t *key;
 	const char *error;
+
+	struct fts_lmdb_db_stamp stamp;
+	bool stamped;
+	/* the blocks were checked under this stamp */
+	bool blocks_trusted;
 };
 
 struct fts_lmdb_piece_context {
@@ -175,13 +180,28 @@ static int fts_lmdb_match_tokens(struct fts_lmdb_lookup *lk,
 				 enum fts_lmdb_match match, uint32_t fields,
 				 uint64_t *set)
 {
+	struct fts_lmdb_backend *backend = lk->backend;
 	struct fts_lmdb_piece_context pc = {
 		.lk = lk, .fields = fields, .set = set,
 	};
+	int ret;
 
-	return fts_lmdb_blocks_find(lk->backend->db, lk->rec.box_id,
-				    lk->rec.block_count, q, q_size, match,
-				    fts_lmdb_piece_entry, &pc, &lk->error);
+	fts_lmdb_db_set_trusted(backend->db, FTS_LMDB_DBI_BLOCKS,
+				lk->blocks_trusted);
+	ret = fts_lmdb_blocks_find(backend->db, lk->rec.box_id,
+				   lk->rec.block_count, q, q_size, match,
+				   fts_lmdb_piece_entry, &pc, &lk->error);
+	fts_lmdb_db_set_trusted(backend->db, FTS_LMDB_DBI_BLOCKS, FALSE);
+	if (ret == 0 && !lk->blocks_trusted && lk->stamped &&
+	    (match == FTS_LMDB_MATCH_CONTAINS ||
+	     match == FTS_LMDB_MATCH_SUFFIX)) {
+		/* a scan read and checked the whole chain */
+		backend->blocks_checked_stamp = lk->stamp;
+		backend->blocks_checked_box_id = lk->rec.box_id;
+		backend->blocks_checked = TRUE;
+		lk->blocks_trusted = TRUE;
+	}
+	return ret;
 }
 
 static int fts_lmdb_piece(struct fts_lmdb_lookup *lk,
@@ -323,7 +343,15 @@ static void fts_lmdb_uidset_export(struct fts_lmdb_lookup *lk,
 	bool in_run = FALSE;
 
 	for (uid = 1; uid <= lk->rec.last_uid; uid++) {
-		bool bit = (set[uid / 64] & (1ULL << (uid % 64))) != 0;
+		bool bit;
+
+		/* a word of 64 UIDs that doesn't change the run */
+		if (uid % 64 == 0 &&
+		    set[uid / 64] == (in_run ? (uint64_t)-1 : 0)) {
+			uid += 63;
+			continue;
+		}
+		bit = (set[uid / 64] & (1ULL << (uid % 64))) != 0;
 
 		if (bit && !in_run) {
 			start = uid;
@@ -454,6 +482,15 @@ int fts_lmdb_lookup(struct fts_backend *_backend, struct mailbox *box,
 	ret = fts_lmdb_box_record_get(backend, guid, &lk.rec, &lk.error);
 	if (ret == 0 || (ret > 0 && lk.rec.uid_validity != status.uidvalidity))
 		return 0; /* nothing indexed: the plugin reads every mail */
+	if (ret > 0) {
+		/* the checksums are the costliest part of a scan (half of a
+		   search at 100,000 messages): checked once per change */
+		lk.stamped = fts_lmdb_db_stamp(backend->db, &lk.stamp);
+		lk.blocks_trusted = lk.stamped && backend->blocks_checked &&
+			backend->blocks_checked_box_id == lk.rec.box_id &&
+			fts_lmdb_db_stamp_equal(&backend->blocks_checked_stamp,
+						&lk.stamp);
+	}
 	if (ret > 0) T_BEGIN {
 		lk.words = lk.rec.last_uid / 64 + 1;
 		lk.key = t_buffer_create(FTS_LMDB_TOKEN_MAX + 8);

@@ -74,7 +74,7 @@ LOST = ["contains", "exact", "prefix", "span"]
 LOST_LISTS = ["unindexed", "long", "expunged"]
 USERS = (KILL_USERS + ["diskfull", "diskfresh"] +
          [f"lost{k}" for k in LOST] +
-         [f"list{k}" for k in LOST_LISTS] +
+         [f"list{k}" for k in LOST_LISTS] + ["changedblock"] +
          [f"dmg{k.replace('-', '')}" for k in DAMAGE] +
          [f"open{k.replace('-', '')}" for k in OPEN_DAMAGE])
 SETTINGS = {"fts_lmdb_batch_mb": 1, "leave_on_server_policy": "delete"}
@@ -588,6 +588,45 @@ def test_lost_block_is_damage(pair, corpus, tmp_path, case):
     # the index holds tokens as the normalizer left them (upper case)
     _lose_key(pair, user, query, "blocks", _block_of(token.upper().encode()),
               tmp_path, what=f"the block of {token}", damage=r"block")
+
+
+def test_block_changed_under_an_open_session(pair, corpus):
+    """A process that has scanned a mailbox's blocks reads them again
+    without their checksums while the data file is unchanged (same
+    inode, size, ctime and snapshot; docs/fts_lmdb.md "Checked once per
+    change"). A token's text changed in place by another writer, LMDB's
+    pages intact, must still be found: the open session answers as
+    stock, and the damage is logged."""
+    fts, stock = pair
+    user = "changedblock"
+    query = 'BODY "bravocharlie"'
+    _load(pair, user, corpus[:40] + [gen_message(user, 1, LOST_BODY),
+                                     gen_message(user, 2, LOST_BODY_2)])
+    doveadm_ok(fts, "index", "-u", user, "INBOX")
+    session = SearchClient(fts, user)
+    reference = SearchClient(stock, user)
+    try:
+        expected = reference.search(query).uids
+        assert len(expected) == 2, expected
+        # the first scan checks every block, the second trusts them
+        for _ in range(2):
+            assert session.search(query).uids == expected
+        data = index_dir(fts, user) / "data.mdb"
+        raw = data.read_bytes()
+        at = raw.find(b"\nBRAVOCHARLIE\n")
+        assert at > 0 and raw.find(b"\nBRAVOCHARLIE\n", at + 1) < 0
+        with open(data, "r+b") as f:
+            f.seek(at + len(b"\nBRAVOCHARLI"))
+            f.write(b"X")
+        mark = fts.log_mark()
+        got = session.search(query).uids
+        assert got == expected, (f"after a block's text changed under the "
+                                 f"open session: {got}, stock {expected}")
+        assert log_lines(fts, r"fts-lmdb: .*damaged", mark), \
+            "the changed block was not reported as damage"
+    finally:
+        session.close()
+        reference.close()
 
 
 # ------------------------------------------------------------ a lost list

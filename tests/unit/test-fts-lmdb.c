@@ -151,6 +151,49 @@ static void test_postings_roundtrip(void)
 	test_end();
 }
 
+static void test_postings_mask_runs(void)
+{
+	struct fts_lmdb_posting_header hdr;
+	struct fts_lmdb_postings_iter iter;
+	buffer_t *buf = t_buffer_create(64);
+	static const uint32_t masks[] = {
+		FTS_LMDB_POSTINGS_FIRST_MASK, FTS_LMDB_POSTINGS_FIRST_MASK,
+		2, 2, 0x10002, FTS_LMDB_POSTINGS_FIRST_MASK
+	};
+	uint32_t uid, mask;
+	unsigned int i;
+
+	test_begin("postings store a mask only where it changes");
+	i_zero(&hdr);
+	for (i = 0; i < N_ELEMENTS(masks); i++)
+		fts_lmdb_postings_append(buf, &hdr, i + 1, masks[i]);
+	/* six one-byte deltas; masks after the 3rd, 5th (3 bytes) and 6th */
+	test_assert(buf->used == 6 + 1 + 3 + 1);
+	fts_lmdb_postings_iter_init(&iter, buf->data, buf->used);
+	for (i = 0; fts_lmdb_postings_iter_next(&iter, &uid, &mask); i++) {
+		test_assert_idx(uid == i + 1, i);
+		test_assert_idx(mask == masks[i], i);
+	}
+	test_assert(i == N_ELEMENTS(masks) && !iter.failed);
+
+	/* a delta past the largest UID is damage */
+	buffer_set_used_size(buf, 0);
+	i_zero(&hdr);
+	fts_lmdb_postings_append(buf, &hdr, 4000000000U, 1);
+	fts_lmdb_postings_append(buf, &hdr, 4000000001U, 1);
+	buffer_set_used_size(buf, buf->used - 1);
+	buffer_append_c(buf, 0x80 | 0x7e);
+	buffer_append_c(buf, 0x80 | 0x7f);
+	buffer_append_c(buf, 0x80 | 0x7f);
+	buffer_append_c(buf, 0x80 | 0x7f);
+	buffer_append_c(buf, 0x7f);
+	fts_lmdb_postings_iter_init(&iter, buf->data, buf->used);
+	test_assert(fts_lmdb_postings_iter_next(&iter, &uid, &mask));
+	test_assert(!fts_lmdb_postings_iter_next(&iter, &uid, &mask));
+	test_assert(iter.failed);
+	test_end();
+}
+
 static void test_postings_damage(void)
 {
 	struct fts_lmdb_posting_header hdr;
@@ -511,7 +554,7 @@ static void test_find(void)
 	unsigned int seed = 1, round, hay_size, key_size, i, start;
 	const void *expected, *got;
 
-	test_begin("vocabulary substring search (fts_lmdb_find)");
+	test_begin("token text substring search (fts_lmdb_find)");
 	for (round = 0; round < 20000; round++) {
 		seed = seed * 1103515245 + 12345;
 		hay_size = (seed >> 8) % sizeof(hay);
@@ -550,6 +593,7 @@ int main(void)
 		test_tokenize_words,
 		test_tokenize_long,
 		test_postings_roundtrip,
+		test_postings_mask_runs,
 		test_postings_damage,
 		test_partmap_base64,
 		test_partmap_qp,
