@@ -89,6 +89,38 @@ static int fts_lmdb_format_write(void *context, const char **error_r)
 			       strlen(backend->set.format), error_r);
 }
 
+/* The format is written first, into an empty environment: one that
+   has anything else without it lost a page to garbage, and a write into
+   that page would let LMDB copy it by its garbage offsets. Returns 0 if
+   empty, -1 if not (damage). */
+static int fts_lmdb_backend_check_empty(struct fts_lmdb_backend *backend,
+					const char **error_r)
+{
+	static const enum fts_lmdb_dbi dbis[] = {
+		FTS_LMDB_DBI_META, FTS_LMDB_DBI_BOXES
+	};
+	struct fts_lmdb_db_iter *iter;
+	const void *key, *data;
+	size_t key_size, size;
+	unsigned int i;
+	bool found;
+
+	for (i = 0; i < N_ELEMENTS(dbis); i++) {
+		iter = fts_lmdb_db_iter_init(backend->db, dbis[i], "", 0);
+		found = fts_lmdb_db_iter_next(iter, &key, &key_size,
+					      &data, &size);
+		if (fts_lmdb_db_iter_deinit(&iter, error_r) < 0)
+			return -1;
+		if (found) {
+			fts_lmdb_db_set_corrupted(backend->db);
+			*error_r = t_strdup_printf("%s has records but no "
+						   "format", backend->dir);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static int fts_lmdb_backend_check_format(struct fts_lmdb_backend *backend,
 					 const char **error_r)
 {
@@ -102,6 +134,8 @@ static int fts_lmdb_backend_check_format(struct fts_lmdb_backend *backend,
 			      fts_lmdb_meta_format,
 			      strlen(fts_lmdb_meta_format), &data, &size,
 			      error_r);
+	if (ret == 0)
+		ret = fts_lmdb_backend_check_empty(backend, error_r);
 	if (ret > 0 && size == strlen(backend->set.format) &&
 	    memcmp(data, backend->set.format, size) == 0) {
 		fts_lmdb_db_read_release(backend->db);
@@ -174,6 +208,37 @@ static int fts_lmdb_backend_rebuild(struct fts_lmdb_backend *backend)
 	return 0;
 }
 
+/* In the write transaction: the environment may have been replaced
+   since this process checked its format (removed by an admin, rebuilt by
+   another process), and it is written only in this process's format. */
+static int fts_lmdb_backend_write_format(struct fts_lmdb_backend *backend,
+					 const char **error_r)
+{
+	const void *data;
+	size_t size;
+	int ret;
+
+	ret = fts_lmdb_db_get(backend->db, FTS_LMDB_DBI_META,
+			      fts_lmdb_meta_format,
+			      strlen(fts_lmdb_meta_format), &data, &size,
+			      error_r);
+	if (ret < 0)
+		return -1;
+	if (ret > 0) {
+		if (size == strlen(backend->set.format) &&
+		    memcmp(data, backend->set.format, size) == 0)
+			return 0;
+		*error_r = t_strdup_printf("%s was rebuilt with other "
+					   "settings (%.*s) by another process",
+					   backend->dir, (int)size,
+					   (const char *)data);
+		return -1;
+	}
+	if (fts_lmdb_backend_check_empty(backend, error_r) < 0)
+		return -1;
+	return fts_lmdb_format_write(backend, error_r);
+}
+
 int fts_lmdb_backend_write(struct fts_lmdb_backend *backend,
 			   int (*fn)(void *context, const char **error_r),
 			   void *context, const char **error_r)
@@ -184,7 +249,9 @@ int fts_lmdb_backend_write(struct fts_lmdb_backend *backend,
 	for (attempt = 0;; attempt++) {
 		if (fts_lmdb_db_write_begin(backend->db, error_r) < 0)
 			return -1;
-		ret = fn(context, error_r);
+		ret = fts_lmdb_backend_write_format(backend, error_r);
+		if (ret == 0)
+			ret = fn(context, error_r);
 		if (ret < 0)
 			fts_lmdb_db_write_abort(backend->db);
 		else
@@ -195,6 +262,23 @@ int fts_lmdb_backend_write(struct fts_lmdb_backend *backend,
 			return -1;
 		if (fts_lmdb_db_grow(backend->db, error_r) < 0)
 			return -1;
+	}
+}
+
+void fts_lmdb_backend_compact(struct fts_lmdb_backend *backend, bool force)
+{
+	const char *error;
+
+	if (backend->db == NULL || backend->rebuild_pending)
+		return;
+	if (fts_lmdb_db_compact(backend->db, force, &error) < 0) {
+		if (fts_lmdb_db_is_corrupted(backend->db))
+			fts_lmdb_backend_damaged(backend, error);
+		else {
+			e_warning(backend->event, "Compacting %s failed, "
+				  "it stays as it was: %s", backend->dir,
+				  error);
+		}
 	}
 }
 
@@ -839,6 +923,8 @@ static int fts_lmdb_backend_maintain(struct fts_lmdb_backend *backend,
 			e_error(backend->event, "%s of %s failed: %s",
 				rescan ? "Rescan" : "Optimize", backend->dir,
 				error);
+		} else if (!rescan) {
+			fts_lmdb_backend_compact(backend, TRUE);
 		}
 	} T_END;
 	return ret;

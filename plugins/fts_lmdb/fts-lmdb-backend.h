@@ -91,6 +91,10 @@ int fts_lmdb_box_clear(struct fts_lmdb_backend *backend,
 
 /* Runs fn in a write transaction; on MDB_MAP_FULL grows the map and runs
    it again, from the start, in a new transaction. */
+/* Gives LMDB's free pages back to the file system (see
+   fts_lmdb_db_compact()). A failure leaves the index as it was and is
+   only logged, or makes it damaged. */
+void fts_lmdb_backend_compact(struct fts_lmdb_backend *backend, bool force);
 int fts_lmdb_backend_write(struct fts_lmdb_backend *backend,
 			   int (*fn)(void *context, const char **error_r),
 			   void *context, const char **error_r);

@@ -12,7 +12,9 @@
 
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -20,6 +22,12 @@
 #include <lmdb.h>
 
 #define FTS_LMDB_DB_MAX_MAP_MB (1024U * 1024U)
+
+/* An automatic compaction is worth its copy when at least this share of
+   the file is LMDB's free list, and at least this many pages: after a
+   build in many batches, most of it. */
+#define FTS_LMDB_DB_COMPACT_FREE_PERCENT 50
+#define FTS_LMDB_DB_COMPACT_MIN_PAGES 256
 
 /* LMDB 0.9 has no page checksums, and garbage that still looks like
    valid pages would be read as data: every value but meta's ends in a
@@ -61,12 +69,24 @@ struct fts_lmdb_db {
 	const char *map_addr;
 	size_t map_size, map_used;
 
+	/* The lock file of an environment closed with its write
+	   transaction still holding the write lock (it faulted): LMDB's
+	   mutex is not recursive, so those files must not be opened again
+	   by this process. Cleared once they are replaced. */
+	bool stuck;
+	dev_t stuck_lock_dev;
+	ino_t stuck_lock_ino;
+
 	/* a value and its checksum, for mdb_put() */
 	buffer_t *put_buf;
 
 	/* dbis (bits) whose values are read without their checksums,
 	   see fts_lmdb_db_set_trusted() */
 	unsigned int trusted_dbis;
+
+	/* pages on LMDB's free list and the last page in use, as the last
+	   fts_lmdb_db_check_free() counted them */
+	uint64_t free_pages, last_pgno;
 
 	bool map_full;
 	bool corrupted;
@@ -93,6 +113,12 @@ static struct fts_lmdb_db *fts_lmdb_dbs = NULL;
    stack frame and no allocation of ours. A fault outside a guarded call
    goes to whatever handler was there before (the default: a crash). */
 static sigjmp_buf *volatile fts_lmdb_fault_jmp = NULL;
+/* A guarded call faulted since the write transaction began. LMDB's
+   writes keep a cursor of their stack frame on the transaction's list
+   while they run, and aborting the transaction frees that list: after
+   the jump, that would be free() of a stack address. Such a transaction
+   is never aborted; see fts_lmdb_db_drop_write(). */
+static bool fts_lmdb_faulted = FALSE;
 static struct sigaction fts_lmdb_old_segv, fts_lmdb_old_bus;
 static bool fts_lmdb_fault_handler_set = FALSE;
 
@@ -147,6 +173,7 @@ static void fts_lmdb_fault_handler_init(void)
 		(rc) = (call); \
 	} else { \
 		(rc) = MDB_CORRUPTED; \
+		fts_lmdb_faulted = TRUE; \
 	} \
 	fts_lmdb_fault_jmp = NULL; \
 	} STMT_END
@@ -323,6 +350,33 @@ static int fts_lmdb_db_prealloc_lock(struct fts_lmdb_db *db,
 	return 0;
 }
 
+/* Ends the write transaction; one that faulted can't be aborted
+   (fts_lmdb_faulted): it is left to mdb_env_close(), which frees it
+   without its cursors, and the write lock stays with this process. Other
+   processes' writes wait for it until the files are replaced (the index
+   is rebuilt, as for any fault) or this process exits. */
+static void fts_lmdb_db_drop_write(struct fts_lmdb_db *db, MDB_txn **_txn)
+{
+	MDB_txn *txn = *_txn;
+
+	*_txn = NULL;
+	if (!fts_lmdb_faulted) {
+		mdb_txn_abort(txn);
+		return;
+	}
+	db->corrupted = TRUE;
+	db->stuck = TRUE;
+	db->stuck_lock_dev = db->lock_dev;
+	db->stuck_lock_ino = db->lock_ino;
+	if (db->rtxn != NULL) {
+		mdb_txn_abort(db->rtxn);
+		db->rtxn = NULL;
+		db->rtxn_active = FALSE;
+	}
+	mdb_env_close(db->env);
+	db->env = NULL;
+}
+
 static int fts_lmdb_db_open_dbis(struct fts_lmdb_db *db, const char **error_r)
 {
 	MDB_txn *txn;
@@ -356,6 +410,7 @@ static int fts_lmdb_db_open_dbis(struct fts_lmdb_db *db, const char **error_r)
 		return -1;
 	}
 
+	fts_lmdb_faulted = FALSE;
 	rc = mdb_txn_begin(db->env, NULL, 0, &txn);
 	if (rc != 0) {
 		*error_r = fts_lmdb_db_error(db, "mdb_txn_begin", rc);
@@ -366,11 +421,13 @@ static int fts_lmdb_db_open_dbis(struct fts_lmdb_db *db, const char **error_r)
 						  MDB_CREATE, &db->dbi[i]));
 	}
 	if (rc != 0) {
-		mdb_txn_abort(txn);
 		*error_r = fts_lmdb_db_error(db, "mdb_dbi_open", rc);
+		fts_lmdb_db_drop_write(db, &txn);
 		return -1;
 	}
 	FTS_LMDB_GUARDED(rc, mdb_txn_commit(txn));
+	if (rc != 0 && fts_lmdb_faulted)
+		fts_lmdb_db_drop_write(db, &txn);
 	if (rc != 0) {
 		*error_r = fts_lmdb_db_error(db, "mdb_txn_commit", rc);
 		return -1;
@@ -380,10 +437,8 @@ static int fts_lmdb_db_open_dbis(struct fts_lmdb_db *db, const char **error_r)
 
 static void fts_lmdb_db_close_env(struct fts_lmdb_db *db)
 {
-	if (db->wtxn != NULL) {
-		mdb_txn_abort(db->wtxn);
-		db->wtxn = NULL;
-	}
+	if (db->wtxn != NULL)
+		fts_lmdb_db_drop_write(db, &db->wtxn);
 	if (db->rtxn != NULL) {
 		mdb_txn_abort(db->rtxn);
 		db->rtxn = NULL;
@@ -528,6 +583,26 @@ static int fts_lmdb_db_check_files(struct fts_lmdb_db *db,
 	return 0;
 }
 
+static bool fts_lmdb_db_still_stuck(struct fts_lmdb_db *db,
+				    const char **error_r)
+{
+	struct stat st;
+
+	if (!db->stuck)
+		return FALSE;
+	if (stat(fts_lmdb_db_lock_path(db), &st) == 0 &&
+	    st.st_dev == db->stuck_lock_dev &&
+	    st.st_ino == db->stuck_lock_ino) {
+		db->corrupted = TRUE;
+		*error_r = t_strdup_printf("%s damaged: a write faulted and "
+					   "holds its lock until the index "
+					   "is rebuilt", db->dir);
+		return TRUE;
+	}
+	db->stuck = FALSE;
+	return FALSE;
+}
+
 /* Opens the environment if a failure closed it, else checks its files
    first. may_close is FALSE while a read transaction's data may still
    be in use: then damage is only reported, and replaced files are
@@ -551,6 +626,8 @@ static int fts_lmdb_db_ensure_env(struct fts_lmdb_db *db, bool may_close,
 		fts_lmdb_db_close_env(db);
 	}
 	if (db->env == NULL) {
+		if (fts_lmdb_db_still_stuck(db, error_r))
+			return -1;
 		db->corrupted = FALSE;
 		db->map_full = FALSE;
 		if (fts_lmdb_db_open_env(db, error_r) < 0)
@@ -763,11 +840,11 @@ void fts_lmdb_db_read_release(struct fts_lmdb_db *db)
 	}
 }
 
-int fts_lmdb_db_write_begin(struct fts_lmdb_db *db, const char **error_r)
+static int fts_lmdb_db_write_begin_once(struct fts_lmdb_db *db,
+					const char **error_r)
 {
 	int rc, ret;
 
-	i_assert(db->wtxn == NULL);
 	if (db->rtxn_active)
 		ret = fts_lmdb_db_check_free(db, error_r);
 	else if ((ret = fts_lmdb_db_read_renew(db, error_r)) == 0) {
@@ -779,6 +856,7 @@ int fts_lmdb_db_write_begin(struct fts_lmdb_db *db, const char **error_r)
 	if (fts_lmdb_db_ensure_env(db, !db->rtxn_active, error_r) < 0)
 		return -1;
 	db->map_full = FALSE;
+	fts_lmdb_faulted = FALSE;
 	rc = mdb_txn_begin(db->env, NULL, 0, &db->wtxn);
 	if (rc == MDB_MAP_RESIZED) {
 		fts_lmdb_db_read_release(db);
@@ -791,8 +869,45 @@ int fts_lmdb_db_write_begin(struct fts_lmdb_db *db, const char **error_r)
 		*error_r = fts_lmdb_db_error(db, "mdb_txn_begin", rc);
 		return -1;
 	}
+	/* A compaction replaces data.mdb while it holds the write lock
+	   that this transaction may have waited for: what it wrote to the
+	   file it had open would be lost. */
+	ret = fts_lmdb_db_check_files(db, error_r);
+	if (ret != 0) {
+		mdb_txn_abort(db->wtxn);
+		db->wtxn = NULL;
+		if (ret < 0) {
+			if (!db->rtxn_active)
+				fts_lmdb_db_close_env(db);
+			return -1;
+		}
+		if (db->rtxn_active) {
+			*error_r = t_strdup_printf("%s was replaced during a "
+						   "read", db->dir);
+			return -1;
+		}
+		e_debug(db->event, "Index %s was replaced while waiting "
+			"to write, opening it again", db->dir);
+		fts_lmdb_db_close_env(db);
+		return 0;
+	}
 	fts_lmdb_db_note_map(db);
-	return 0;
+	return 1;
+}
+
+int fts_lmdb_db_write_begin(struct fts_lmdb_db *db, const char **error_r)
+{
+	unsigned int attempt;
+	int ret;
+
+	i_assert(db->wtxn == NULL);
+	for (attempt = 0; attempt < 3; attempt++) {
+		if ((ret = fts_lmdb_db_write_begin_once(db, error_r)) != 0)
+			return ret < 0 ? -1 : 0;
+	}
+	*error_r = t_strdup_printf("%s was replaced at every attempt to "
+				   "write", db->dir);
+	return -1;
 }
 
 int fts_lmdb_db_write_commit(struct fts_lmdb_db *db, const char **error_r)
@@ -801,6 +916,9 @@ int fts_lmdb_db_write_commit(struct fts_lmdb_db *db, const char **error_r)
 
 	i_assert(db->wtxn != NULL);
 	FTS_LMDB_GUARDED(rc, mdb_txn_commit(db->wtxn));
+	/* a commit that failed has aborted itself, unless it faulted */
+	if (rc != 0 && fts_lmdb_faulted)
+		fts_lmdb_db_drop_write(db, &db->wtxn);
 	db->wtxn = NULL;
 	if (rc != 0) {
 		*error_r = t_strconcat(
@@ -813,10 +931,8 @@ int fts_lmdb_db_write_commit(struct fts_lmdb_db *db, const char **error_r)
 
 void fts_lmdb_db_write_abort(struct fts_lmdb_db *db)
 {
-	if (db->wtxn != NULL) {
-		mdb_txn_abort(db->wtxn);
-		db->wtxn = NULL;
-	}
+	if (db->wtxn != NULL)
+		fts_lmdb_db_drop_write(db, &db->wtxn);
 }
 
 bool fts_lmdb_db_map_full(struct fts_lmdb_db *db)
@@ -857,6 +973,214 @@ int fts_lmdb_db_grow(struct fts_lmdb_db *db, const char **error_r)
 		new_size / (1024 * 1024));
 	db->map_full = FALSE;
 	return 0;
+}
+
+/* LMDB 0.9's meta page, data format 1 (mdb.c: MDB_page's header, then
+   MDB_meta), for fts_lmdb_db_compact_metas() */
+#define FTS_LMDB_META_MAGIC 0xBEEFC0DE
+#define FTS_LMDB_META_VERSION 1
+#define FTS_LMDB_META_PAGE_FLAG 0x08
+struct fts_lmdb_meta_tree {
+	uint32_t pad;
+	uint16_t flags, depth;
+	size_t branch_pages, leaf_pages, overflow_pages, entries, root;
+};
+struct fts_lmdb_meta_page {
+	size_t pgno;
+	uint16_t pad, flags, lower, upper;
+	uint32_t magic, version;
+	void *address;
+	size_t mapsize;
+	struct fts_lmdb_meta_tree trees[2];
+	size_t last_pgno;
+	size_t txnid;
+};
+
+/* Runs in a child process: LMDB's compacting copy walks every page, and
+   a damaged one would fault in the middle of it, beside the thread that
+   writes the copy. The child fails alone, and the parent's map, stack
+   and threads stay as they were. */
+static void ATTR_NORETURN
+fts_lmdb_db_copy_child(struct fts_lmdb_db *db, int fd, int status_fd)
+{
+	int rc;
+
+	(void)signal(SIGSEGV, SIG_DFL);
+	(void)signal(SIGBUS, SIG_DFL);
+	rc = mdb_env_copyfd2(db->env, fd, MDB_CP_COMPACT);
+	if (write(status_fd, &rc, sizeof(rc)) != sizeof(rc))
+		_exit(1);
+	_exit(0);
+}
+
+static int fts_lmdb_db_copy(struct fts_lmdb_db *db, int fd, const char *path,
+			    const char **error_r)
+{
+	int status_fd[2], rc, status;
+	ssize_t ret;
+	pid_t pid;
+
+	if (pipe(status_fd) < 0) {
+		*error_r = t_strdup_printf("pipe() failed: %m");
+		return -1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		*error_r = t_strdup_printf("fork() failed: %m");
+		i_close_fd(&status_fd[0]);
+		i_close_fd(&status_fd[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		(void)close(status_fd[0]);
+		fts_lmdb_db_copy_child(db, fd, status_fd[1]);
+	}
+	i_close_fd(&status_fd[1]);
+	do {
+		ret = read(status_fd[0], &rc, sizeof(rc));
+	} while (ret < 0 && errno == EINTR);
+	i_close_fd(&status_fd[0]);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR) ;
+
+	if (ret != sizeof(rc)) {
+		/* died before it could say: a fault on a damaged page */
+		db->corrupted = TRUE;
+		*error_r = t_strdup_printf("Copying %s to %s failed: the copying "
+					   "process died", db->dir, path);
+		return -1;
+	}
+	if (rc != 0) {
+		*error_r = t_strconcat(
+			fts_lmdb_db_error(db, "mdb_env_copyfd2", rc),
+			fts_lmdb_db_space_note(db, rc), NULL);
+		return -1;
+	}
+	return 0;
+}
+
+/* The copy's meta pages say transaction 0 (empty) and 1. Processes that
+   have lock.mdb open keep it, and its last transaction id, which picks
+   the meta page they read: both pages get the copied tree and that id,
+   so that either one is right. Anything but the layout of LMDB 0.9 is
+   refused, and the copy is dropped. */
+static int fts_lmdb_db_compact_metas(struct fts_lmdb_db *db, int fd,
+				     const char *path, size_t txnid,
+				     const char **error_r)
+{
+	struct fts_lmdb_meta_page meta[2];
+	unsigned int i;
+
+	for (i = 0; i < 2; i++) {
+		if (pread(fd, &meta[i], sizeof(meta[i]),
+			  (off_t)i * db->page_size) != sizeof(meta[i])) {
+			*error_r = t_strdup_printf("pread(%s) failed: %m",
+						   path);
+			return -1;
+		}
+		if (meta[i].pgno != i ||
+		    (meta[i].flags & FTS_LMDB_META_PAGE_FLAG) == 0 ||
+		    meta[i].magic != FTS_LMDB_META_MAGIC ||
+		    meta[i].version != FTS_LMDB_META_VERSION ||
+		    meta[i].txnid != i) {
+			*error_r = t_strdup_printf("%s: meta page %u is not "
+				"as LMDB 0.9 writes it, not using the copy",
+				path, i);
+			return -1;
+		}
+	}
+	meta[1].txnid = txnid;
+	meta[0] = meta[1];
+	meta[0].pgno = 0;
+	for (i = 0; i < 2; i++) {
+		if (pwrite(fd, &meta[i], sizeof(meta[i]),
+			   (off_t)i * db->page_size) != sizeof(meta[i])) {
+			*error_r = t_strdup_printf("pwrite(%s) failed: %m%s",
+				path, fts_lmdb_db_space_note(db, errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int fts_lmdb_db_compact_locked(struct fts_lmdb_db *db,
+				      const char *path, const char **error_r)
+{
+	const char *data_path = fts_lmdb_db_data_path(db);
+	size_t txnid = mdb_txn_id(db->wtxn) - 1;
+	int fd, ret = 0;
+
+	/* what a compaction that was killed left is cut short here: no
+	   other one runs while this process has the write lock */
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0) {
+		*error_r = t_strdup_printf("open(%s) failed: %m%s", path,
+					   fts_lmdb_db_space_note(db, errno));
+		return -1;
+	}
+	if (fts_lmdb_db_copy(db, fd, path, error_r) < 0 ||
+	    fts_lmdb_db_compact_metas(db, fd, path, txnid, error_r) < 0)
+		ret = -1;
+	else if (fdatasync(fd) < 0) {
+		*error_r = t_strdup_printf("fdatasync(%s) failed: %m%s", path,
+					   fts_lmdb_db_space_note(db, errno));
+		ret = -1;
+	} else if ((ret = fts_lmdb_db_check_files(db, error_r)) != 0) {
+		/* a rebuild, which takes no write lock, replaced them: the
+		   copy is of an index that is gone */
+		if (ret > 0) {
+			*error_r = t_strdup_printf("%s was replaced during "
+						   "the copy", db->dir);
+		}
+		ret = -1;
+	} else if (rename(path, data_path) < 0) {
+		*error_r = t_strdup_printf("rename(%s, %s) failed: %m",
+					   path, data_path);
+		ret = -1;
+	}
+	i_close_fd(&fd);
+	if (ret < 0)
+		i_unlink_if_exists(path);
+	return ret;
+}
+
+int fts_lmdb_db_compact(struct fts_lmdb_db *db, bool force,
+			const char **error_r)
+{
+	const char *path;
+	uint64_t pages;
+	int fd, ret;
+
+	i_assert(!db->rtxn_active);
+	if (fts_lmdb_db_write_begin(db, error_r) < 0)
+		return -1;
+	/* write_begin counted the free list of the last commit: the write
+	   lock keeps it the last one */
+	pages = db->last_pgno + 1;
+	if (db->free_pages == 0 ||
+	    (!force && (db->free_pages < FTS_LMDB_DB_COMPACT_MIN_PAGES ||
+			db->free_pages * 100 <
+			pages * FTS_LMDB_DB_COMPACT_FREE_PERCENT))) {
+		fts_lmdb_db_write_abort(db);
+		return 0;
+	}
+	path = t_strconcat(fts_lmdb_db_data_path(db), ".compact", NULL);
+	ret = fts_lmdb_db_compact_locked(db, path, error_r);
+	if (ret == 0 && (fd = open(db->dir, O_RDONLY)) >= 0) {
+		/* the rename itself, durable (it is safe either way) */
+		(void)fsync(fd);
+		i_close_fd(&fd);
+	}
+	/* The lock is released only now: any writer that waited for it
+	   finds the new file (fts_lmdb_db_write_begin_once()). */
+	fts_lmdb_db_write_abort(db);
+	if (ret < 0)
+		return -1;
+	e_debug(db->event, "Compacted %s: %"PRIu64" of its %"PRIu64" pages "
+		"were free", db->dir, db->free_pages, pages);
+	fts_lmdb_db_close_env(db);
+	if (fts_lmdb_db_open_env(db, error_r) < 0)
+		return -1;
+	return 1;
 }
 
 static MDB_txn *fts_lmdb_db_txn(struct fts_lmdb_db *db)
@@ -946,6 +1270,7 @@ int fts_lmdb_db_check_free(struct fts_lmdb_db *db, const char **error_r)
 		*error_r = fts_lmdb_db_error(db, "mdb_cursor_open", rc);
 		return -1;
 	}
+	db->free_pages = 0;
 	for (;;) {
 		FTS_LMDB_GUARDED(rc, mdb_cursor_get(cursor, &k, &v, MDB_NEXT));
 		if (rc != 0)
@@ -955,6 +1280,7 @@ int fts_lmdb_db_check_free(struct fts_lmdb_db *db, const char **error_r)
 			rc = MDB_CORRUPTED;
 			break;
 		}
+		db->free_pages += v.mv_size / sizeof(size_t) - 1;
 	}
 	mdb_cursor_close(cursor);
 	if (rc != 0 && rc != MDB_NOTFOUND) {
@@ -962,6 +1288,7 @@ int fts_lmdb_db_check_free(struct fts_lmdb_db *db, const char **error_r)
 			fts_lmdb_db_error(db, "mdb_cursor_get", rc));
 		return -1;
 	}
+	db->last_pgno = info.me_last_pgno;
 	return 0;
 }
 

@@ -76,6 +76,14 @@ void fts_lmdb_db_write_abort(struct fts_lmdb_db *db);
 bool fts_lmdb_db_map_full(struct fts_lmdb_db *db);
 int fts_lmdb_db_grow(struct fts_lmdb_db *db, const char **error_r);
 
+/* Copies the environment without its free pages into a new data.mdb,
+   under the write lock; other processes open the new file at their next
+   transaction. force: whenever a page is free; else only when most of
+   the file is. Returns 1 if compacted, 0 if not worth it, -1 on error.
+   No read transaction may be open. */
+int fts_lmdb_db_compact(struct fts_lmdb_db *db, bool force,
+			const char **error_r);
+
 /* TRUE if LMDB reported damage; the caller falls back and rebuilds. */
 bool fts_lmdb_db_is_corrupted(struct fts_lmdb_db *db);
 /* The caller found damage that no checksum shows (values that disagree

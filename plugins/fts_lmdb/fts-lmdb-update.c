@@ -59,6 +59,9 @@ struct fts_lmdb_update_context {
 	uint32_t uid_validity;
 	/* everything up to this UID is indexed or in the batch */
 	uint32_t indexed_last_uid;
+	/* the last UID the index held when the batch began: a batch
+	   written after less than that would leave a gap under it */
+	uint32_t flushed_last_uid;
 	bool box_ok;
 	/* UIDVALIDITY changed: the next write clears the mailbox first */
 	bool box_reset;
@@ -88,6 +91,10 @@ struct fts_lmdb_update_context {
 	/* the first entry after the special lists', while flushing */
 	unsigned int first_token_entry;
 
+	/* a batch was committed: maybe worth compacting at the end */
+	bool written;
+	/* the index lost what this context wrote, see flush_txn */
+	bool gap;
 	bool failed;
 };
 
@@ -469,6 +476,15 @@ static int fts_lmdb_flush_txn(void *context, const char **error_r)
 	ret = fts_lmdb_box_record_get(ctx->backend, ctx->guid, &rec, error_r);
 	if (ret < 0)
 		return -1;
+	/* An earlier batch failed, or another process rebuilt the index
+	   since: this batch's mail would be recorded as indexed beside
+	   unindexed mail under it. The record stays where it is, and the
+	   next search indexes from there. */
+	if ((ret == 0 || rec.uid_validity != ctx->uid_validity ?
+	     0 : rec.last_uid) < ctx->flushed_last_uid) {
+		ctx->gap = TRUE;
+		return 0;
+	}
 	if (ret == 0) {
 		i_zero(&rec);
 		rec.uid_validity = ctx->uid_validity;
@@ -545,6 +561,21 @@ static void fts_lmdb_update_flush(struct fts_lmdb_update_context *ctx)
 
 		ret = fts_lmdb_backend_write(ctx->backend, fts_lmdb_flush_txn,
 					     ctx, &error);
+		if (ret == 0 && ctx->gap) {
+			e_debug(ctx->backend->event, "Mailbox %s: the index "
+				"holds less than this process wrote to it "
+				"(UID %u), indexing UIDs %u..%u later",
+				mailbox_get_vname(ctx->box),
+				ctx->flushed_last_uid,
+				ctx->flushed_last_uid + 1,
+				ctx->batch_last_uid);
+			/* nothing more goes in for this mailbox */
+			ctx->box_ok = FALSE;
+		} else if (ret == 0) {
+			ctx->written = TRUE;
+			if (ctx->batch_last_uid > ctx->flushed_last_uid)
+				ctx->flushed_last_uid = ctx->batch_last_uid;
+		}
 		if (ret < 0) {
 			if (fts_lmdb_db_is_corrupted(ctx->backend->db))
 				fts_lmdb_backend_damaged(ctx->backend, error);
@@ -554,6 +585,8 @@ static void fts_lmdb_update_flush(struct fts_lmdb_update_context *ctx)
 					ctx->backend->dir, error);
 			}
 			ctx->failed = TRUE;
+			/* later batches would leave this one's mail out */
+			ctx->box_ok = FALSE;
 		}
 	} T_END;
 	ctx->box_reset = FALSE;
@@ -576,6 +609,8 @@ int fts_lmdb_update_deinit(struct fts_backend_update_context *_ctx)
 
 	fts_lmdb_update_flush(ctx);
 	fts_lmdb_update_close_mail(ctx);
+	if (ctx->written)
+		fts_lmdb_backend_compact(ctx->backend, FALSE);
 	/* The index is a cache of the mail: failing here would fail the
 	   delivery, APPEND or COPY that is being indexed. The errors are
 	   logged, and what wasn't written is indexed again later. */
@@ -645,6 +680,8 @@ void fts_lmdb_update_set_mailbox(struct fts_backend_update_context *_ctx,
 		else
 			ctx->box_reset = TRUE;
 	}
+	ctx->flushed_last_uid = ctx->indexed_last_uid;
+	ctx->gap = FALSE;
 	ctx->box_ok = TRUE;
 }
 
