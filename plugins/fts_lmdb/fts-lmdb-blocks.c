@@ -230,21 +230,56 @@ static int fts_lmdb_block_scan(struct fts_lmdb_db *db,
 /* Walks every block of a mailbox in key order, requiring each to be the
    one the previous block named, the first to have the empty key, the
    last to name none, and as many as the mailbox's record counts. */
+/* Blocks read ahead of the one being scanned: each is a page of its
+   own, which a scan after other work (its caches cold) waits for, page
+   walk and all. Asking for them a few blocks early overlaps those
+   waits. */
+#define FTS_LMDB_CHAIN_AHEAD 4
+
+struct fts_lmdb_chain_entry {
+	const void *key, *data;
+	size_t key_size, size;
+};
+
 struct fts_lmdb_chain {
 	struct fts_lmdb_db *db;
 	struct fts_lmdb_db_iter *iter;
 	buffer_t *prefix, *expected;
 	uint32_t block_count, seen;
+	struct fts_lmdb_chain_entry ahead[FTS_LMDB_CHAIN_AHEAD];
+	unsigned int ahead_first, ahead_count, ahead_max;
+	bool iter_done;
 	bool more;
 	bool failed;
 };
 
+static void fts_lmdb_chain_fill(struct fts_lmdb_chain *chain)
+{
+	struct fts_lmdb_chain_entry *e;
+
+	while (!chain->iter_done && chain->ahead_count < chain->ahead_max) {
+		e = &chain->ahead[(chain->ahead_first + chain->ahead_count) %
+				  FTS_LMDB_CHAIN_AHEAD];
+		if (!fts_lmdb_db_iter_next(chain->iter, &e->key, &e->key_size,
+					   &e->data, &e->size)) {
+			chain->iter_done = TRUE;
+			break;
+		}
+		__builtin_prefetch(e->data);
+		__builtin_prefetch(CONST_PTR_OFFSET(e->data, 64));
+		chain->ahead_count++;
+	}
+}
+
+/* read_ahead only in a read transaction: a write changes the pages that
+   blocks read ahead lie in. */
 static void fts_lmdb_chain_init(struct fts_lmdb_chain *chain,
 				struct fts_lmdb_db *db, uint32_t box_id,
-				uint32_t block_count)
+				uint32_t block_count, bool read_ahead)
 {
 	i_zero(chain);
 	chain->db = db;
+	chain->ahead_max = read_ahead ? FTS_LMDB_CHAIN_AHEAD : 1;
 	chain->block_count = block_count;
 	chain->more = TRUE;
 	chain->prefix = t_buffer_create(8);
@@ -260,14 +295,18 @@ static bool fts_lmdb_chain_next(struct fts_lmdb_chain *chain,
 				struct fts_lmdb_block *block_r,
 				const char **error_r)
 {
-	const void *key, *data;
-	size_t key_size, size;
+	const struct fts_lmdb_chain_entry *e;
 
-	if (chain->failed ||
-	    !fts_lmdb_db_iter_next(chain->iter, &key, &key_size, &data, &size))
+	if (chain->failed)
 		return FALSE;
-	if (fts_lmdb_block_parse(chain->prefix->used, key, key_size, data,
-				 size, block_r) < 0) {
+	fts_lmdb_chain_fill(chain);
+	if (chain->ahead_count == 0)
+		return FALSE;
+	e = &chain->ahead[chain->ahead_first];
+	chain->ahead_first = (chain->ahead_first + 1) % FTS_LMDB_CHAIN_AHEAD;
+	chain->ahead_count--;
+	if (fts_lmdb_block_parse(chain->prefix->used, e->key, e->key_size,
+				 e->data, e->size, block_r) < 0) {
 		chain->failed = TRUE;
 		(void)fts_lmdb_blocks_damaged(chain->db, "damaged block",
 					      error_r);
@@ -319,7 +358,7 @@ static int fts_lmdb_blocks_scan(struct fts_lmdb_db *db, uint32_t box_id,
 	struct fts_lmdb_block block;
 	int ret = 0;
 
-	fts_lmdb_chain_init(&chain, db, box_id, block_count);
+	fts_lmdb_chain_init(&chain, db, box_id, block_count, TRUE);
 	while (fts_lmdb_chain_next(&chain, &block, error_r)) {
 		if (fts_lmdb_block_scan(db, &block, q, q_size, match,
 					callback, context, error_r) < 0) {
@@ -755,7 +794,7 @@ int fts_lmdb_blocks_purge(struct fts_lmdb_db *db, uint32_t box_id,
 	int ret = 0;
 
 	fts_lmdb_block_writer_init(&w, db, box_id);
-	fts_lmdb_chain_init(&chain, db, box_id, block_count);
+	fts_lmdb_chain_init(&chain, db, box_id, block_count, FALSE);
 	/* Each block is rewritten under its own key with less in it, so
 	   the chain stays as it is (an emptied block stays, empty) and no
 	   block is split. LMDB keeps the cursor valid across the puts. */
