@@ -1150,7 +1150,9 @@ int fts_lmdb_db_compact(struct fts_lmdb_db *db, bool force,
 	uint64_t pages;
 	int fd, ret;
 
-	i_assert(!db->rtxn_active);
+	/* a search in this process is still reading the file */
+	if (db->rtxn_active)
+		return 0;
 	if (fts_lmdb_db_write_begin(db, error_r) < 0)
 		return -1;
 	/* write_begin counted the free list of the last commit: the write

@@ -79,8 +79,8 @@ int fts_lmdb_db_grow(struct fts_lmdb_db *db, const char **error_r);
 /* Copies the environment without its free pages into a new data.mdb,
    under the write lock; other processes open the new file at their next
    transaction. force: whenever a page is free; else only when most of
-   the file is. Returns 1 if compacted, 0 if not worth it, -1 on error.
-   No read transaction may be open. */
+   the file is. Returns 1 if compacted, 0 if not worth it (or a read
+   transaction is open), -1 on error. */
 int fts_lmdb_db_compact(struct fts_lmdb_db *db, bool force,
 			const char **error_r);
 
