@@ -351,10 +351,14 @@ static int fts_lmdb_db_prealloc_lock(struct fts_lmdb_db *db,
 }
 
 /* Ends the write transaction; one that faulted can't be aborted
-   (fts_lmdb_faulted): it is left to mdb_env_close(), which frees it
-   without its cursors, and the write lock stays with this process. Other
-   processes' writes wait for it until the files are replaced (the index
-   is rebuilt, as for any fault) or this process exits. */
+   (fts_lmdb_faulted), and its environment is left open and unused: the
+   write lock stays with this process, and the lock is a robust mutex,
+   which stays on the thread's list of held robust mutexes, so lock.mdb
+   must stay mapped (closing the environment made the next lock of
+   another environment follow that list into the unmapped page: a
+   SIGSEGV in pthread_mutex_lock). Other processes' writes wait for the
+   lock until the files are replaced (the index is rebuilt, as for any
+   fault) or this process exits. */
 static void fts_lmdb_db_drop_write(struct fts_lmdb_db *db, MDB_txn **_txn)
 {
 	MDB_txn *txn = *_txn;
@@ -373,7 +377,6 @@ static void fts_lmdb_db_drop_write(struct fts_lmdb_db *db, MDB_txn **_txn)
 		db->rtxn = NULL;
 		db->rtxn_active = FALSE;
 	}
-	mdb_env_close(db->env);
 	db->env = NULL;
 }
 
