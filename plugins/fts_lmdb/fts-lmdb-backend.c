@@ -89,6 +89,13 @@ static int fts_lmdb_format_write(void *context, const char **error_r)
 			       strlen(backend->set.format), error_r);
 }
 
+static bool fts_lmdb_format_is_ours(struct fts_lmdb_backend *backend,
+				    const void *data, size_t size)
+{
+	return size == strlen(backend->set.format) &&
+		memcmp(data, backend->set.format, size) == 0;
+}
+
 /* The format is written first, into an empty environment: one that
    has anything else without it lost a page to garbage, and a write into
    that page would let LMDB copy it by its garbage offsets. Returns 0 if
@@ -136,8 +143,7 @@ static int fts_lmdb_backend_check_format(struct fts_lmdb_backend *backend,
 			      error_r);
 	if (ret == 0)
 		ret = fts_lmdb_backend_check_empty(backend, error_r);
-	if (ret > 0 && size == strlen(backend->set.format) &&
-	    memcmp(data, backend->set.format, size) == 0) {
+	if (ret > 0 && fts_lmdb_format_is_ours(backend, data, size)) {
 		fts_lmdb_db_read_release(backend->db);
 		return 0;
 	}
@@ -225,8 +231,7 @@ static int fts_lmdb_backend_write_format(struct fts_lmdb_backend *backend,
 	if (ret < 0)
 		return -1;
 	if (ret > 0) {
-		if (size == strlen(backend->set.format) &&
-		    memcmp(data, backend->set.format, size) == 0)
+		if (fts_lmdb_format_is_ours(backend, data, size))
 			return 0;
 		*error_r = t_strdup_printf("%s was rebuilt with other "
 					   "settings (%.*s) by another process",
