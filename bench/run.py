@@ -31,6 +31,7 @@ a pass/fail test: machines are noisy, so compare the ratios.
 """
 
 import argparse
+import os
 import random
 import shlex
 import socket
@@ -72,8 +73,13 @@ def login_select(port, user):
     reader = sock.makefile("rb")
     reader.readline()
     sock.sendall(f"a LOGIN {user} secret\r\nb SELECT INBOX\r\n".encode())
-    while not reader.readline().startswith(b"b OK"):
-        pass
+    while True:
+        line = reader.readline()
+        if not line:
+            raise SystemExit(f"bench: {user}: the server closed the "
+                             "connection before SELECT's OK (see its log)")
+        if line.startswith(b"b OK"):
+            break
     elapsed = time.perf_counter() - start
     sock.sendall(b"c LOGOUT\r\n")
     reader.close()
@@ -103,19 +109,31 @@ PLUGINS_DIR = REPO / "build" / "bench-plugins"
 # master, one auth process and one imap service and differ only in the
 # plugin. (Earlier runs used an instance per side: 13 instances on 2
 # cores, and two identical stock instances differed by up to 1.3%.)
-# (side, user, mail_plugins, rule count, compiled, baseline)
+# (side, user, mail_plugins, rule count, compiled, baseline, own dir).
+# "own dir": the user's mail_plugin_dir holds only the plugins it loads,
+# instead of Dovecot's module dir (42 files on Debian), which Dovecot's
+# loader lists and matches file by file when mail_plugins is not empty.
 SIDES = [
-    ("no plugin", "plain", "", 0, False, None),
-    ("no plugin, 2nd user", "plain2", "", 0, False, "no plugin"),
-    ("no-op module", "noop", "bench_noop", 0, False, "no plugin"),
-    ("rules 3 text", "r3", "access_rules", 3, False, "no plugin"),
-    ("rules 100 text", "r100", "access_rules", 100, False, "no plugin"),
-    ("rules 10k text", "r10kt", "access_rules", 10000, False, "no plugin"),
+    ("no plugin", "plain", "", 0, False, None, False),
+    ("no plugin, 2nd user", "plain2", "", 0, False, "no plugin", False),
+    ("no-op module", "noop", "bench_noop", 0, False, "no plugin", False),
+    ("rules 3 text", "r3", "access_rules", 3, False, "no plugin", False),
+    ("rules 100 text", "r100", "access_rules", 100, False, "no plugin",
+     False),
+    ("rules 10k text", "r10kt", "access_rules", 10000, False, "no plugin",
+     False),
     ("rules 10k compiled", "r10kc", "access_rules", 10000, True,
-     "no plugin"),
+     "no plugin", False),
+    ("no-op module, own dir", "noopd", "bench_noop", 0, False, "no plugin",
+     True),
+    ("rules 3 text, own dir", "r3d", "access_rules", 3, False, "no plugin",
+     True),
 ]
 REUSED_SIDES = ["no plugin", "no plugin, 2nd user", "rules 3 text",
                 "rules 10k compiled"]
+INSTRUCTION_SIDES = ["no plugin", "no-op module", "rules 3 text",
+                     "rules 10k compiled", "no-op module, own dir",
+                     "rules 3 text, own dir"]
 
 
 def _plugins_dir():
@@ -132,10 +150,12 @@ def start_sides(sides, extra_conf=""):
     """One instance with a user per side (and a refused user per rules
     file), checked to refuse the latter before anything is timed."""
     users, checks = [], []
-    for name, user, plugins, count, compiled, _ in sides:
+    for name, user, plugins, count, compiled, _, own_dir in sides:
         fields = {}
         if plugins:
             fields["mail_plugins"] = plugins
+        if own_dir:
+            fields["mail_plugin_dir"] = str(_plugins_dir())
         if count:
             fields["access_rules_file"] = f"@{user}"
             checks.append(f"check{user}")
@@ -144,7 +164,7 @@ def start_sides(sides, extra_conf=""):
     dc = DovecotInstance(plugin_dir=_plugins_dir(), users=users,
                          extra_conf=extra_conf)
     dc.start()
-    for name, user, plugins, count, compiled, _ in sides:
+    for name, user, plugins, count, compiled, _, _ in sides:
         if not count:
             continue
         path = dc.write_file(f"rules-{user}.conf",
@@ -217,9 +237,98 @@ def bench_login_select(rounds, report):
             reused.stop()
 
 
+# Instruction counts, which a noisy machine doesn't change: the imap and
+# imap-login processes of each login run under callgrind (wrappers that
+# the instance's services execute), one login at a time.
+CALLGRIND_DIR = REPO / "build" / "bench" / "callgrind"
+WRAPPER = """#!/bin/sh
+# callgrind writes at exit, after the process dropped its privileges
+out={dir}/{name}.$$
+: > "$out" && chmod 666 "$out"
+exec valgrind -q --tool=callgrind --callgrind-out-file="$out" \\
+  {binary} "$@"
+"""
+
+
+def _callgrind_conf():
+    CALLGRIND_DIR.mkdir(parents=True, exist_ok=True)
+    os.chmod(CALLGRIND_DIR, 0o1777)
+    conf = ""
+    for name in ("imap", "imap-login"):
+        wrapper = CALLGRIND_DIR / f"{name}.sh"
+        wrapper.write_text(WRAPPER.format(
+            dir=CALLGRIND_DIR, name=name,
+            binary=Path("/usr/lib/dovecot") / name))
+        wrapper.chmod(0o755)
+        # valgrind's address space is over the default vsz_limit, and
+        # a chrooted imap-login couldn't write its counts
+        conf += (f"service {name} {{\n  executable = {wrapper}\n"
+                 f"  vsz_limit = 0\n"
+                 + ("  chroot =\n" if name == "imap-login" else "")
+                 + "}\n")
+    return conf
+
+
+def _callgrind_totals(before, timeout=60):
+    """The instruction totals of the imap and imap-login processes that
+    appeared since `before`, once both have exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        totals = {}
+        for f in set(CALLGRIND_DIR.iterdir()) - before:
+            if f.suffix == ".sh":
+                continue
+            for line in f.read_text().splitlines():
+                if line.startswith("summary:"):
+                    totals[f.name.rsplit(".", 1)[0]] = int(line.split()[1])
+        if len(totals) == 2:
+            return totals
+        time.sleep(0.05)
+    raise SystemExit("bench: callgrind counts of a login did not appear in "
+                     f"{CALLGRIND_DIR.relative_to(REPO)}")
+
+
+def bench_instructions(rounds, report):
+    sides = [s for s in SIDES if s[0] in INSTRUCTION_SIDES]
+    for f in CALLGRIND_DIR.glob("*"):
+        f.unlink()
+    dc = start_sides(sides, extra_conf=_callgrind_conf())
+    try:
+        counts = {s[0]: {"imap": [], "imap-login": []} for s in sides}
+        for side in sides:
+            # the first logins of a user create its mailbox and index
+            # files; the counts are the same from the fourth on
+            for i in range(rounds + 3):
+                before = set(CALLGRIND_DIR.iterdir())
+                login_select(dc.imap_port, side[1])
+                totals = _callgrind_totals(before)
+                if i >= 3:
+                    for name, n in totals.items():
+                        counts[side[0]][name].append(n)
+    finally:
+        dc.stop()
+    med = {side: {name: statistics.median(v) for name, v in c.items()}
+           for side, c in counts.items()}
+    base = med["no plugin"]
+    login = base["imap"] + base["imap-login"]
+    report(f"instructions per login (callgrind, median of {rounds}; "
+           "the imap and imap-login processes):")
+    for side in counts:
+        m = med[side]
+        extra = m["imap"] - base["imap"]
+        report(f"  {side:<24} imap {m['imap']:>10,.0f}   imap-login "
+               f"{m['imap-login']:>11,.0f}   imap {extra:+9,.0f} = "
+               f"{extra / login * 100:+.2f}% of both")
+    report("  (not counted: the kernel's work, and the long-lived master "
+           "and auth processes)")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--instruction-rounds", type=int, default=5,
+                        help="logins per side counted under callgrind "
+                             "(0: skip)")
     parser.add_argument("--pop3-sizes", default="6000,100000",
                         help="kept messages for the leave_on_server bench")
     parser.add_argument("--pop3-rounds", type=int, default=30)
@@ -256,6 +365,11 @@ def main():
         report()
         report("## access_rules: login-to-SELECT, stock Dovecot vs with the plugin")
         bench_login_select(args.rounds, report)
+        if args.instruction_rounds > 0:
+            report()
+            report("## access_rules: instructions per login, stock Dovecot "
+                   "vs with the plugin")
+            bench_instructions(args.instruction_rounds, report)
     if args.only in (None, "leave_on_server"):
         report()
         report("## leave_on_server: check for new mail (login, STAT, UIDL, QUIT)")
