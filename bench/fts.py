@@ -100,7 +100,10 @@ def start_side(backend: str, paths: list[Path], skipped: bool,
         side.note = "skipped (--skip)"
         return side
 
-    dc = DovecotInstance(**fts_instance_kwargs(backend, users=[USER])).start()
+    # the plugins' defaults, not the tests' settings
+    dc = DovecotInstance(**fts_instance_kwargs(
+        backend, users=[USER],
+        plugin_settings={"fts_lmdb_trigram_min_blocks": None})).start()
     side.dc = dc
     t = time.perf_counter()
     load_maildir(dc, USER, paths, timeout=args.index_timeout)

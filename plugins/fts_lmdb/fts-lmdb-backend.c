@@ -427,6 +427,8 @@ int fts_lmdb_box_clear(struct fts_lmdb_backend *backend,
 	    fts_lmdb_box_delete_keys(backend, FTS_LMDB_DBI_PARTS,
 				     rec->box_id, error_r) < 0 ||
 	    fts_lmdb_box_delete_keys(backend, FTS_LMDB_DBI_GUIDS,
+				     rec->box_id, error_r) < 0 ||
+	    fts_lmdb_box_delete_keys(backend, FTS_LMDB_DBI_GRAMS,
 				     rec->box_id, error_r) < 0)
 		ret = -1;
 	rec->last_uid = 0;

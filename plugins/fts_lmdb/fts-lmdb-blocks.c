@@ -20,6 +20,7 @@
 #include "fts-lmdb-db.h"
 #include "fts-lmdb-find.h"
 #include "fts-lmdb-backend.h"
+#include "fts-lmdb-grams.h"
 #include "fts-lmdb-blocks.h"
 
 struct fts_lmdb_block {
@@ -47,6 +48,8 @@ struct fts_lmdb_block_writer {
 	buffer_t *list_key, *list, *list2, *copy;
 	unsigned int count;
 	unsigned int blocks;
+	/* the tokens new to the mailbox */
+	struct fts_lmdb_grams *grams;
 };
 
 /* LMDB's order of keys */
@@ -374,14 +377,13 @@ static int fts_lmdb_blocks_scan(struct fts_lmdb_db *db, uint32_t box_id,
 static int fts_lmdb_blocks_seek(struct fts_lmdb_db *db, uint32_t box_id,
 				uint32_t block_count,
 				const unsigned char *q, size_t q_size,
-				enum fts_lmdb_match match,
+				enum fts_lmdb_match match, buffer_t *key,
 				fts_lmdb_block_entry_callback_t *callback,
 				void *context, const char **error_r)
 {
 	struct fts_lmdb_block block;
 	struct fts_lmdb_block_iter iter;
 	struct fts_lmdb_block_entry entry;
-	buffer_t *key = t_buffer_create(FTS_LMDB_TOKEN_MAX + 8);
 	const void *data;
 	size_t size;
 	int ret, cmp;
@@ -432,24 +434,99 @@ static int fts_lmdb_blocks_seek(struct fts_lmdb_db *db, uint32_t box_id,
 	}
 }
 
+struct fts_lmdb_substring {
+	const unsigned char *q;
+	size_t q_size;
+	enum fts_lmdb_match match;
+	fts_lmdb_block_entry_callback_t *callback;
+	void *context;
+};
+
+/* The tokens of a prefix that hold the substring, as a scan finds them */
+static int fts_lmdb_substring_entry(void *context,
+				    const struct fts_lmdb_block_entry *entry,
+				    const char **error_r)
+{
+	struct fts_lmdb_substring *sub = context;
+
+	if (sub->match == FTS_LMDB_MATCH_SUFFIX) {
+		if (entry->size < sub->q_size ||
+		    memcmp(entry->token + entry->size - sub->q_size, sub->q,
+			   sub->q_size) != 0)
+			return 0;
+	} else if (fts_lmdb_find(entry->token, entry->size, sub->q,
+				 sub->q_size) == NULL)
+		return 0;
+	return sub->callback(sub->context, entry, error_r);
+}
+
+/* Substring lookups through the trigram filter: the tokens of each
+   prefix it names, from the block whose range holds the prefix. */
+static int fts_lmdb_blocks_filtered(struct fts_lmdb_db *db, uint32_t box_id,
+				    uint32_t block_count,
+				    const unsigned char *q, size_t q_size,
+				    enum fts_lmdb_match match,
+				    const ARRAY_TYPE(fts_lmdb_prefix) *prefixes,
+				    fts_lmdb_block_entry_callback_t *callback,
+				    void *context, const char **error_r)
+{
+	struct fts_lmdb_substring sub = {
+		.q = q, .q_size = q_size, .match = match,
+		.callback = callback, .context = context,
+	};
+	buffer_t *key = t_buffer_create(FTS_LMDB_TOKEN_MAX + 8);
+	unsigned char prefix[3];
+	uint32_t p;
+
+	array_foreach_elem(prefixes, p) {
+		prefix[0] = p >> 16;
+		prefix[1] = (p >> 8) & 0xff;
+		prefix[2] = p & 0xff;
+		if (fts_lmdb_blocks_seek(db, box_id, block_count, prefix,
+					 sizeof(prefix), FTS_LMDB_MATCH_PREFIX,
+					 key, fts_lmdb_substring_entry, &sub,
+					 error_r) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 int fts_lmdb_blocks_find(struct fts_lmdb_db *db, uint32_t box_id,
 			 uint32_t block_count,
 			 const unsigned char *q, size_t q_size,
 			 enum fts_lmdb_match match,
 			 fts_lmdb_block_entry_callback_t *callback,
-			 void *context, const char **error_r)
+			 void *context, bool *chain_checked_r,
+			 const char **error_r)
 {
+	ARRAY_TYPE(fts_lmdb_prefix) prefixes;
+	int ret;
+
+	*chain_checked_r = FALSE;
 	switch (match) {
 	case FTS_LMDB_MATCH_CONTAINS:
 	case FTS_LMDB_MATCH_SUFFIX:
+		t_array_init(&prefixes, 64);
+		ret = fts_lmdb_grams_find(db, box_id, q, q_size, &prefixes,
+					  error_r);
+		if (ret < 0)
+			return -1;
+		if (ret > 0 && array_count(&prefixes) *
+		    FTS_LMDB_BLOCKS_FILTER_RATIO <= block_count) {
+			return fts_lmdb_blocks_filtered(db, box_id,
+				block_count, q, q_size, match, &prefixes,
+				callback, context, error_r);
+		}
+		*chain_checked_r = TRUE;
 		return fts_lmdb_blocks_scan(db, box_id, block_count, q,
 					    q_size, match, callback, context,
 					    error_r);
 	case FTS_LMDB_MATCH_PREFIX:
 	case FTS_LMDB_MATCH_EXACT:
 		return fts_lmdb_blocks_seek(db, box_id, block_count, q,
-					    q_size, match, callback, context,
-					    error_r);
+					    q_size, match,
+					    t_buffer_create(FTS_LMDB_TOKEN_MAX + 8),
+					    callback, context, error_r);
 	}
 	i_unreached();
 }
@@ -613,6 +690,8 @@ static int fts_lmdb_blocks_merge(struct fts_lmdb_block_writer *w,
 		}
 	}
 	input->append(input->context, idx, value, &hdr);
+	if (old == NULL)
+		fts_lmdb_grams_add_token(w->grams, token, size);
 	return fts_lmdb_blocks_write_list(w, token, size, value, external,
 					  error_r);
 }
@@ -637,10 +716,37 @@ static void fts_lmdb_block_copy(struct fts_lmdb_block *block, buffer_t *buf)
 	block->end = p + buf->used;
 }
 
-int fts_lmdb_blocks_add(struct fts_lmdb_db *db, uint32_t box_id,
-			uint32_t *block_count,
-			const struct fts_lmdb_blocks_input *input,
-			const char **error_r)
+/* Every token of the mailbox into grams, along the chain (in a write
+   transaction: no read-ahead). */
+static int fts_lmdb_blocks_all_grams(struct fts_lmdb_db *db, uint32_t box_id,
+				     uint32_t block_count,
+				     struct fts_lmdb_grams *grams,
+				     const char **error_r)
+{
+	struct fts_lmdb_chain chain;
+	struct fts_lmdb_block block;
+	struct fts_lmdb_block_iter iter;
+	struct fts_lmdb_block_entry entry;
+	int ret = 0;
+
+	fts_lmdb_chain_init(&chain, db, box_id, block_count, FALSE);
+	while (ret == 0 && fts_lmdb_chain_next(&chain, &block, error_r)) {
+		fts_lmdb_block_iter_init(&iter, &block);
+		while ((ret = fts_lmdb_block_iter_next(&iter, &entry)) > 0)
+			fts_lmdb_grams_add_token(grams, entry.token,
+						 entry.size);
+		if (ret < 0)
+			ret = fts_lmdb_blocks_damaged(db, "damaged block",
+						      error_r);
+	}
+	return fts_lmdb_chain_deinit(&chain, ret, error_r);
+}
+
+static int fts_lmdb_blocks_add_input(struct fts_lmdb_db *db, uint32_t box_id,
+				     uint32_t *block_count,
+				     const struct fts_lmdb_blocks_input *input,
+				     struct fts_lmdb_grams *grams,
+				     const char **error_r)
 {
 	struct fts_lmdb_block_writer w;
 	struct fts_lmdb_block block;
@@ -654,6 +760,7 @@ int fts_lmdb_blocks_add(struct fts_lmdb_db *db, uint32_t box_id,
 	int ret, cmp;
 
 	fts_lmdb_block_writer_init(&w, db, box_id);
+	w.grams = grams;
 	while (i < input->count) {
 		input->token(input->context, i, &token, &size);
 		ret = fts_lmdb_block_floor(db, box_id, *block_count, token,
@@ -714,6 +821,37 @@ int fts_lmdb_blocks_add(struct fts_lmdb_db *db, uint32_t box_id,
 		*block_count += w.blocks - (existed ? 1 : 0);
 	}
 	return 0;
+}
+
+int fts_lmdb_blocks_add(struct fts_lmdb_db *db, uint32_t box_id,
+			uint32_t *block_count, uint32_t grams_min_blocks,
+			const struct fts_lmdb_blocks_input *input,
+			const char **error_r)
+{
+	struct fts_lmdb_grams *grams = fts_lmdb_grams_init();
+	uint32_t old_count = *block_count;
+	int ret;
+
+	ret = fts_lmdb_blocks_add_input(db, box_id, block_count, input,
+					grams, error_r);
+	/* in the same transaction as the blocks: a token in a block is
+	   always under its trigrams */
+	if (ret == 0)
+		ret = fts_lmdb_grams_exist(db, box_id, error_r);
+	if (ret == 0 && *block_count >= grams_min_blocks && old_count > 0) {
+		/* the mailbox grew past the threshold: the filter needs
+		   all of its tokens, not only the new ones */
+		fts_lmdb_grams_reset(grams);
+		ret = fts_lmdb_blocks_all_grams(db, box_id, *block_count,
+						grams, error_r);
+		if (ret == 0)
+			ret = 1;
+	} else if (ret == 0 && *block_count >= grams_min_blocks)
+		ret = 1;
+	if (ret > 0)
+		ret = fts_lmdb_grams_write(grams, db, box_id, error_r);
+	fts_lmdb_grams_deinit(&grams);
+	return ret;
 }
 
 /* The list without the expunged UIDs, into value. */

@@ -47,14 +47,22 @@ typedef int fts_lmdb_block_entry_callback_t(
 	void *context, const struct fts_lmdb_block_entry *entry,
 	const char **error_r);
 
+/* A substring search reads the blocks of the prefixes that the trigram
+   filter names while they are at most this share of the blocks, else
+   every block: a block looked up by key costs a walk down the tree, a
+   block of a scan the next step of a cursor. */
+#define FTS_LMDB_BLOCKS_FILTER_RATIO 4
+
 /* Calls callback for each token that matches q. block_count is the
-   mailbox record's count of blocks. */
+   mailbox record's count of blocks. chain_checked_r: whether the lookup
+   walked the whole chain of blocks (and found it complete). */
 int fts_lmdb_blocks_find(struct fts_lmdb_db *db, uint32_t box_id,
 			 uint32_t block_count,
 			 const unsigned char *q, size_t q_size,
 			 enum fts_lmdb_match match,
 			 fts_lmdb_block_entry_callback_t *callback,
-			 void *context, const char **error_r);
+			 void *context, bool *chain_checked_r,
+			 const char **error_r);
 
 /* New postings of a batch, for tokens sorted and distinct. */
 struct fts_lmdb_blocks_input {
@@ -67,9 +75,11 @@ struct fts_lmdb_blocks_input {
 	void *context;
 };
 
-/* Adds the input's postings, in the open write transaction. */
+/* Adds the input's postings, in the open write transaction, and keeps
+   the trigram filter of a mailbox of grams_min_blocks blocks or more
+   (fts-lmdb-grams.h). */
 int fts_lmdb_blocks_add(struct fts_lmdb_db *db, uint32_t box_id,
-			uint32_t *block_count,
+			uint32_t *block_count, uint32_t grams_min_blocks,
 			const struct fts_lmdb_blocks_input *input,
 			const char **error_r);
 

@@ -43,6 +43,7 @@ static const char *const fts_lmdb_dbi_names[FTS_LMDB_DBI_COUNT] = {
 	[FTS_LMDB_DBI_GUIDS] = "guids",
 	[FTS_LMDB_DBI_BLOCKS] = "blocks",
 	[FTS_LMDB_DBI_TOKENS] = "tokens",
+	[FTS_LMDB_DBI_GRAMS] = "grams",
 };
 
 struct fts_lmdb_db {

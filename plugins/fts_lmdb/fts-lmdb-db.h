@@ -20,6 +20,8 @@ enum fts_lmdb_dbi {
 	FTS_LMDB_DBI_PARTS,
 	/* box id + UID -> the first 8 bytes of the message's GUID hash */
 	FTS_LMDB_DBI_GUIDS,
+	/* box id (+ two bytes) -> the trigram filter (fts-lmdb-grams.c) */
+	FTS_LMDB_DBI_GRAMS,
 
 	FTS_LMDB_DBI_COUNT
 };

@@ -184,17 +184,17 @@ static int fts_lmdb_match_tokens(struct fts_lmdb_lookup *lk,
 	struct fts_lmdb_piece_context pc = {
 		.lk = lk, .fields = fields, .set = set,
 	};
+	bool chain_checked;
 	int ret;
 
 	fts_lmdb_db_set_trusted(backend->db, FTS_LMDB_DBI_BLOCKS,
 				lk->blocks_trusted);
 	ret = fts_lmdb_blocks_find(backend->db, lk->rec.box_id,
 				   lk->rec.block_count, q, q_size, match,
-				   fts_lmdb_piece_entry, &pc, &lk->error);
+				   fts_lmdb_piece_entry, &pc, &chain_checked,
+				   &lk->error);
 	fts_lmdb_db_set_trusted(backend->db, FTS_LMDB_DBI_BLOCKS, FALSE);
-	if (ret == 0 && !lk->blocks_trusted && lk->stamped &&
-	    (match == FTS_LMDB_MATCH_CONTAINS ||
-	     match == FTS_LMDB_MATCH_SUFFIX)) {
+	if (ret == 0 && !lk->blocks_trusted && lk->stamped && chain_checked) {
 		/* a scan read and checked the whole chain */
 		backend->blocks_checked_stamp = lk->stamp;
 		backend->blocks_checked_box_id = lk->rec.box_id;

@@ -4,9 +4,10 @@
 #include "lib.h"
 #include "str.h"
 #include "mail-user.h"
+#include "fts-lmdb-grams.h"
 #include "fts-lmdb-settings.h"
 
-#define FTS_LMDB_FORMAT_VERSION "6"
+#define FTS_LMDB_FORMAT_VERSION "7"
 
 static const char *const fts_lmdb_default_headers =
 	"From To Cc Bcc Subject Message-ID In-Reply-To References "
@@ -99,6 +100,9 @@ int fts_lmdb_settings_read(struct mail_user *user, pool_t pool,
 	    fts_lmdb_setting_uint(user, "fts_lmdb_max_mail_tokens", 200000,
 				  100, 100000000, &set_r->max_mail_tokens,
 				  error_r) < 0 ||
+	    fts_lmdb_setting_uint(user, "fts_lmdb_trigram_min_blocks",
+				  FTS_LMDB_GRAMS_MIN_BLOCKS, 0, 100000000,
+				  &set_r->trigram_min_blocks, error_r) < 0 ||
 	    fts_lmdb_setting_bool(user, "fts_lmdb_partial_fetch", TRUE,
 				  &set_r->partial_fetch, error_r) < 0)
 		return -1;

@@ -11,6 +11,8 @@ struct fts_lmdb_settings {
 	unsigned int batch_mb;
 	unsigned int map_mb;
 	unsigned int max_mail_tokens;
+	/* a mailbox of this many blocks gets a trigram filter */
+	unsigned int trigram_min_blocks;
 	/* record part maps so that partial fetches seek */
 	bool partial_fetch;
 

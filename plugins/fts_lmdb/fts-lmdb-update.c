@@ -464,7 +464,9 @@ static int fts_lmdb_flush_blocks(struct fts_lmdb_update_context *ctx,
 	input.append = fts_lmdb_flush_input_append;
 	input.context = &in;
 	return fts_lmdb_blocks_add(ctx->backend->db, rec->box_id,
-				   &rec->block_count, &input, error_r);
+				   &rec->block_count,
+				   ctx->backend->set.trigram_min_blocks,
+				   &input, error_r);
 }
 
 static int fts_lmdb_flush_txn(void *context, const char **error_r)

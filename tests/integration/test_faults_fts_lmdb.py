@@ -75,6 +75,7 @@ LOST_LISTS = ["unindexed", "long", "expunged"]
 USERS = (KILL_USERS + ["diskfull", "diskfresh"] +
          [f"lost{k}" for k in LOST] +
          [f"list{k}" for k in LOST_LISTS] + ["changedblock"] +
+         ["lostgrambucket", "lostgramdir"] +
          [f"dmg{k.replace('-', '')}" for k in DAMAGE] +
          [f"open{k.replace('-', '')}" for k in OPEN_DAMAGE])
 SETTINGS = {"fts_lmdb_batch_mb": 1, "leave_on_server_policy": "delete"}
@@ -597,6 +598,53 @@ def test_lost_block_is_damage(pair, corpus, tmp_path, case):
     # the index holds tokens as the normalizer left them (upper case)
     _lose_key(pair, user, query, "blocks", _block_of(token.upper().encode()),
               tmp_path, what=f"the block of {token}", damage=r"block")
+
+
+def _gram_key(rest: bytes):
+    """The grams database's key for rest after the box number: b"" for
+    the mailbox's directory of trigram buckets, two bytes for a
+    bucket."""
+    def choose(keys):
+        found = [k for k in keys if len(k) == 1 + len(rest) and
+                 k[0] < 0x80 and k[1:] == rest]
+        assert len(found) == 1, f"{rest!r}: {len(found)} keys in the dump"
+        return found[0]
+    return choose
+
+
+def test_lost_trigram_bucket_is_damage(pair, corpus, tmp_path):
+    """A substring search reads only the blocks that the trigram filter
+    names. A bucket of trigrams that the mailbox's directory names but
+    the grams database lacks would leave blocks out of the answer: it is
+    damage. The search answers as stock, and the index is rebuilt."""
+    fts = pair[0]
+    user = "lostgrambucket"
+    _load(pair, user, corpus[:40] + [gen_message(user, 1, LOST_BODY),
+                                     gen_message(user, 2, LOST_BODY_2)])
+    doveadm_ok(fts, "index", "-u", user, "INBOX")
+    # BRAVOCHARLIE's first trigram, BRA, is in the bucket of BR
+    _lose_key(pair, user, 'BODY "bravocharlie"', "grams", _gram_key(b"BR"),
+              tmp_path, what="a trigram bucket", damage=r"trigram")
+
+
+def test_lost_trigram_directory_scans(pair, corpus, tmp_path):
+    """Without its directory a mailbox has no trigram filter, as a
+    mailbox below fts_lmdb_trigram_min_blocks has: its searches scan
+    every block, and answer as stock."""
+    fts, stock = pair
+    user = "lostgramdir"
+    _load(pair, user, corpus[:40] + [gen_message(user, 1, LOST_BODY),
+                                     gen_message(user, 2, LOST_BODY_2)])
+    doveadm_ok(fts, "index", "-u", user, "INBOX")
+    queries = ['BODY "bravocharlie"', 'BODY "avocharl"', 'BODY "zulu"',
+               'BODY "deltaz"']
+    assert_same(fts, stock, user, queries, step="before the loss")
+    killed = release_index(fts, user)
+    _rewrite_without(index_dir(fts, user), "grams", _gram_key(b""),
+                     tmp_path)
+    mark = fts.log_mark()
+    assert_same(fts, stock, user, queries, step="without the directory")
+    _no_other_crash(fts, mark, killed, "lost trigram directory")
 
 
 def test_block_changed_under_an_open_session(pair, corpus):

@@ -33,6 +33,10 @@ BAD = {
                             "more than 15"),
     "fts_lmdb_partial_fetch=maybe": ("fts_lmdb_partial_fetch", "maybe",
                                      "=maybe"),
+    "fts_lmdb_trigram_min_blocks=-1": ("fts_lmdb_trigram_min_blocks", "-1",
+                                       "=-1"),
+    "fts_lmdb_trigram_min_blocks=many": ("fts_lmdb_trigram_min_blocks",
+                                         "many", "=many"),
 }
 
 
