@@ -235,6 +235,27 @@ fts_lmdb_grams_write_entry(struct fts_lmdb_grams_writer *w, unsigned int byte,
 	return 0;
 }
 
+/* The bucket of the two bytes, which the directory names: a missing
+   one is damage. */
+static int fts_lmdb_grams_bucket_get(struct fts_lmdb_db *db, uint32_t box_id,
+				     const unsigned char *bytes, buffer_t *key,
+				     const void **data_r, size_t *size_r,
+				     const char **error_r)
+{
+	int ret;
+
+	fts_lmdb_token_key(key, box_id, bytes, 2);
+	ret = fts_lmdb_db_get(db, FTS_LMDB_DBI_GRAMS, key->data, key->used,
+			      data_r, size_r, error_r);
+	if (ret < 0)
+		return -1;
+	if (ret == 0) {
+		return fts_lmdb_grams_damaged(db,
+			"a trigram bucket is missing", error_r);
+	}
+	return 0;
+}
+
 /* Rewrites the bucket with the pairs (all of that bucket, ascending). */
 static int fts_lmdb_grams_write_bucket(struct fts_lmdb_grams_writer *w,
 				       uint32_t box_id, unsigned int b,
@@ -252,14 +273,9 @@ static int fts_lmdb_grams_write_bucket(struct fts_lmdb_grams_writer *w,
 	fts_lmdb_token_key(w->key, box_id, bytes, sizeof(bytes));
 	buffer_set_used_size(w->old, 0);
 	if (existed) {
-		ret = fts_lmdb_db_get(w->db, FTS_LMDB_DBI_GRAMS, w->key->data,
-				      w->key->used, &data, &size, error_r);
-		if (ret < 0)
+		if (fts_lmdb_grams_bucket_get(w->db, box_id, bytes, w->key,
+					      &data, &size, error_r) < 0)
 			return -1;
-		if (ret == 0) {
-			return fts_lmdb_grams_damaged(w->db,
-				"a trigram bucket is missing", error_r);
-		}
 		/* the writes move what the map holds */
 		buffer_append(w->old, data, size);
 	}
@@ -492,15 +508,9 @@ int fts_lmdb_grams_find(struct fts_lmdb_db *db, uint32_t box_id,
 			array_clear(prefixes_r);
 			return 1;
 		}
-		fts_lmdb_token_key(key, box_id, q + i, 2);
-		ret = fts_lmdb_db_get(db, FTS_LMDB_DBI_GRAMS, key->data,
-				      key->used, &data, &size, error_r);
-		if (ret < 0)
+		if (fts_lmdb_grams_bucket_get(db, box_id, q + i, key, &data,
+					      &size, error_r) < 0)
 			return -1;
-		if (ret == 0) {
-			return fts_lmdb_grams_damaged(db,
-				"a trigram bucket is missing", error_r);
-		}
 		ret = fts_lmdb_grams_bucket_find(data, size, gram & 0xff,
 						 &list_data, &list_size);
 		if (ret < 0) {
