@@ -100,10 +100,11 @@ def start_side(backend: str, paths: list[Path], skipped: bool,
         side.note = "skipped (--skip)"
         return side
 
-    # the plugins' defaults, not the tests' settings
+    # the plugins' defaults, not the tests' settings, unless asked for
     dc = DovecotInstance(**fts_instance_kwargs(
         backend, users=[USER],
-        plugin_settings={"fts_lmdb_trigram_min_blocks": None})).start()
+        plugin_settings={"fts_lmdb_trigram_min_blocks":
+                         args.trigram_min_blocks})).start()
     side.dc = dc
     t = time.perf_counter()
     load_maildir(dc, USER, paths, timeout=args.index_timeout)
@@ -319,6 +320,9 @@ def main() -> None:
     parser.add_argument("--query-limit", type=int, default=0,
                         help="use only N of the queries, spread evenly over "
                              "the set (for quick runs on large mailboxes)")
+    parser.add_argument("--trigram-min-blocks", default=None, metavar="N",
+                        help="fts_lmdb_trigram_min_blocks for the lmdb side "
+                             "(default: the plugin's default)")
     args = parser.parse_args()
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]

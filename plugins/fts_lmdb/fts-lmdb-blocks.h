@@ -4,8 +4,9 @@
 /* A mailbox's tokens, sorted, in blocks of about FTS_LMDB_BLOCK_MAX
    bytes, each keyed by the lowest token it may hold and naming the key
    of the block after it. A block keeps its tokens' text together, each
-   followed by '\n', so that a substring search scans it as one string,
-   and their posting lists after it. One LMDB entry per block instead of
+   after what it shares with the one before, and their posting lists
+   after it; a read decodes the text into one string, each token
+   followed by '\n', for a substring search to scan. One LMDB entry per block instead of
    per token is what keeps the index small (docs/fts_lmdb.md "Size").
 
    The chain of keys is what makes a lost block visible: a lookup by key

@@ -202,8 +202,16 @@ def block_tokens(value: bytes) -> list[bytes]:
     pos += max(next_size - 1, 0)
     count, pos = _numpack(value, pos)
     text_size, pos = _numpack(value, pos)
-    tokens = value[pos:pos + text_size].split(b"\n")[:-1] if text_size else []
-    assert len(tokens) == count, (count, tokens)
+    end = pos + text_size
+    tokens: list[bytes] = []
+    while pos < end:
+        shared, pos = _numpack(value, pos)
+        rest, pos = _numpack(value, pos)
+        prev = tokens[-1] if tokens else b""
+        assert shared <= len(prev), (shared, prev)
+        tokens.append(prev[:shared] + value[pos:pos + rest])
+        pos += rest
+    assert pos == end and len(tokens) == count, (count, tokens)
     return tokens
 
 
