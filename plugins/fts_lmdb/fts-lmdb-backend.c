@@ -365,6 +365,15 @@ int fts_lmdb_box_record_put(struct fts_lmdb_backend *backend,
 			       error_r);
 }
 
+size_t fts_lmdb_numpack_size(uint64_t n)
+{
+	size_t size = 1;
+
+	for (; n >= 0x80; n >>= 7)
+		size++;
+	return size;
+}
+
 void fts_lmdb_token_key(buffer_t *key, uint32_t box_id,
 			const void *token, size_t size)
 {
@@ -388,31 +397,11 @@ static int fts_lmdb_box_delete_keys(struct fts_lmdb_backend *backend,
 				    enum fts_lmdb_dbi dbi, uint32_t box_id,
 				    const char **error_r)
 {
-	struct fts_lmdb_db_iter *iter;
-	const void *key, *data;
-	size_t key_size, size;
 	buffer_t *prefix = t_buffer_create(8);
-	ARRAY(buffer_t *) keys;
-	buffer_t *const *keyp;
 
 	fts_lmdb_token_key(prefix, box_id, "", 0);
-	t_array_init(&keys, 256);
-	iter = fts_lmdb_db_iter_init(backend->db, dbi,
-				     prefix->data, prefix->used);
-	while (fts_lmdb_db_iter_next(iter, &key, &key_size, &data, &size)) {
-		buffer_t *k = t_buffer_create(key_size);
-
-		buffer_append(k, key, key_size);
-		array_push_back(&keys, &k);
-	}
-	if (fts_lmdb_db_iter_deinit(&iter, error_r) < 0)
-		return -1;
-	array_foreach(&keys, keyp) {
-		if (fts_lmdb_db_del(backend->db, dbi, (*keyp)->data,
-				    (*keyp)->used, error_r) < 0)
-			return -1;
-	}
-	return 0;
+	return fts_lmdb_db_del_prefix(backend->db, dbi, prefix->data,
+				      prefix->used, error_r);
 }
 
 int fts_lmdb_box_clear(struct fts_lmdb_backend *backend,

@@ -629,15 +629,6 @@ static void fts_lmdb_block_writer_start(struct fts_lmdb_block_writer *w,
 	w->count = 0;
 }
 
-static size_t fts_lmdb_numpack_size(uint64_t n)
-{
-	size_t size = 1;
-
-	for (; n >= 0x80; n >>= 7)
-		size++;
-	return size;
-}
-
 /* How many bytes of token the writer's last token shares */
 static size_t fts_lmdb_block_writer_shared(struct fts_lmdb_block_writer *w,
 					   const unsigned char *token,

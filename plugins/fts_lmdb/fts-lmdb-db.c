@@ -1430,6 +1430,35 @@ int fts_lmdb_db_del(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
 	return 0;
 }
 
+int fts_lmdb_db_del_prefix(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
+			   const void *prefix, size_t prefix_size,
+			   const char **error_r)
+{
+	struct fts_lmdb_db_iter *iter;
+	const void *key, *data;
+	size_t key_size, size;
+	ARRAY(buffer_t *) keys;
+	buffer_t *const *keyp;
+
+	/* the keys first: a delete moves what the cursor stands on */
+	t_array_init(&keys, 256);
+	iter = fts_lmdb_db_iter_init(db, dbi, prefix, prefix_size);
+	while (fts_lmdb_db_iter_next(iter, &key, &key_size, &data, &size)) {
+		buffer_t *k = t_buffer_create(key_size);
+
+		buffer_append(k, key, key_size);
+		array_push_back(&keys, &k);
+	}
+	if (fts_lmdb_db_iter_deinit(&iter, error_r) < 0)
+		return -1;
+	array_foreach(&keys, keyp) {
+		if (fts_lmdb_db_del(db, dbi, (*keyp)->data, (*keyp)->used,
+				    error_r) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 struct fts_lmdb_db_iter *
 fts_lmdb_db_iter_init(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
 		      const void *prefix, size_t prefix_size)

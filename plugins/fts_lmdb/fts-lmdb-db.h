@@ -113,6 +113,11 @@ int fts_lmdb_db_put(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
 int fts_lmdb_db_del(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
 		    const void *key, size_t key_size, const char **error_r);
 
+/* Deletes every key that begins with prefix. */
+int fts_lmdb_db_del_prefix(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,
+			   const void *prefix, size_t prefix_size,
+			   const char **error_r);
+
 /* Keys that begin with prefix, in key order. */
 struct fts_lmdb_db_iter *
 fts_lmdb_db_iter_init(struct fts_lmdb_db *db, enum fts_lmdb_dbi dbi,

@@ -1,20 +1,26 @@
 /* The trigram filter's keys, per mailbox (the box id numpacked, as in
    every key):
 
-     box id               the directory: which buckets exist, a bit per
-                          bucket (8 KB)
-     box id + 2 bytes     the bucket of the trigrams that begin with them
+     box id               the head: the mailbox has a filter
+     box id + 3 bytes     a page: the lowest trigram it may hold
 
-   A bucket, by trigram ascending:
-     the trigram's third byte
-     numpack(size of its list)
-     the list: the prefixes of the tokens that hold the trigram,
-     ascending, numpacked, each after the first as its distance from the
-     one before
+   A page, which fills about one 4 KB LMDB overflow page:
+     1 if another page follows, then its key's 3 bytes; else 0
+     per trigram, ascending:
+       numpack(its distance from the trigram before, or from the page's
+       key for the first)
+       numpack(size of its list)
+       the list: the prefixes of the tokens that hold the trigram,
+       ascending, numpacked, each after the first as its distance from
+       the one before
 
-   Two-byte buckets keep a lookup to a page or two: a mailbox has a few
-   thousand of them, and a trigram's list is found by a key. Every read
-   checks what it relies on; damage is reported, never answered from. */
+   The first page's key is trigram 0, so that every trigram has a page
+   at or below it, and every page names the next one's key: a lookup
+   that finds a page naming a key at or below the trigram has lost the
+   page between. Pages of one size pack LMDB's pages full, where a
+   value per two-byte bucket filled them to 71% (docs/fts_lmdb.md
+   "Trigrams"). Every read checks what it relies on; damage is
+   reported, never answered from. */
 
 #include "lib.h"
 #include "array.h"
@@ -25,9 +31,11 @@
 #include "fts-lmdb-backend.h"
 #include "fts-lmdb-grams.h"
 
-#define FTS_LMDB_GRAMS_BUCKETS 65536
-#define FTS_LMDB_GRAMS_DIRECTORY_SIZE (FTS_LMDB_GRAMS_BUCKETS / 8)
 #define FTS_LMDB_PREFIX_MAX 0xffffff
+#define FTS_LMDB_GRAM_MAX 0xffffff
+/* a page's trigrams: with its 4-byte header and the checksum, one
+   overflow page (4096 bytes less LMDB's 16-byte page header) */
+#define FTS_LMDB_GRAMS_PAGE_MAX (4096 - 16 - 4 - 4)
 
 struct fts_lmdb_grams {
 	/* trigram << 24 | prefix */
@@ -48,11 +56,6 @@ static int fts_lmdb_grams_damaged(struct fts_lmdb_db *db, const char *what,
 	fts_lmdb_db_set_corrupted(db);
 	*error_r = what;
 	return -1;
-}
-
-static bool fts_lmdb_grams_dir_has(const unsigned char *dir, unsigned int b)
-{
-	return (dir[b / 8] & (1U << (b % 8))) != 0;
 }
 
 struct fts_lmdb_grams *fts_lmdb_grams_init(void)
@@ -150,31 +153,6 @@ static void fts_lmdb_grams_list_encode(buffer_t *dest, const uint32_t *prefixes,
 	}
 }
 
-/* The next entry of a bucket: 1 if found, 0 at the end, -1 if the bucket
-   doesn't add up. */
-static int fts_lmdb_grams_bucket_next(const unsigned char **p,
-				      const unsigned char *end, int *last,
-				      unsigned int *byte_r,
-				      const unsigned char **list_r,
-				      size_t *list_size_r)
-{
-	uint64_t size;
-
-	if (*p == end)
-		return 0;
-	*byte_r = **p;
-	(*p)++;
-	if ((int)*byte_r <= *last ||
-	    numpack_decode(p, end, &size) < 0 || size == 0 ||
-	    size > (uint64_t)(end - *p))
-		return -1;
-	*last = *byte_r;
-	*list_r = *p;
-	*list_size_r = size;
-	*p += size;
-	return 1;
-}
-
 /* Merges new (the prefixes of pairs, which all have one trigram) into the
    list at old, into dest. */
 static int fts_lmdb_grams_list_merge(const unsigned char *old, size_t old_size,
@@ -211,143 +189,6 @@ static int fts_lmdb_grams_list_merge(const unsigned char *old, size_t old_size,
 	return 0;
 }
 
-struct fts_lmdb_grams_writer {
-	struct fts_lmdb_db *db;
-	buffer_t *key, *old, *bucket, *list;
-	ARRAY_TYPE(fts_lmdb_prefix) scratch, merged;
-};
-
-static int
-fts_lmdb_grams_write_entry(struct fts_lmdb_grams_writer *w, unsigned int byte,
-			   const unsigned char *old, size_t old_size,
-			   const uint64_t *pairs, unsigned int count)
-{
-	buffer_set_used_size(w->list, 0);
-	if (count == 0)
-		buffer_append(w->list, old, old_size);
-	else if (fts_lmdb_grams_list_merge(old, old_size, pairs, count,
-					   &w->scratch, &w->merged,
-					   w->list) < 0)
-		return -1;
-	buffer_append_c(w->bucket, byte);
-	numpack_encode(w->bucket, w->list->used);
-	buffer_append_buf(w->bucket, w->list, 0, SIZE_MAX);
-	return 0;
-}
-
-/* The bucket of the two bytes, which the directory names: a missing
-   one is damage. */
-static int fts_lmdb_grams_bucket_get(struct fts_lmdb_db *db, uint32_t box_id,
-				     const unsigned char *bytes, buffer_t *key,
-				     const void **data_r, size_t *size_r,
-				     const char **error_r)
-{
-	int ret;
-
-	fts_lmdb_token_key(key, box_id, bytes, 2);
-	ret = fts_lmdb_db_get(db, FTS_LMDB_DBI_GRAMS, key->data, key->used,
-			      data_r, size_r, error_r);
-	if (ret < 0)
-		return -1;
-	if (ret == 0) {
-		return fts_lmdb_grams_damaged(db,
-			"a trigram bucket is missing", error_r);
-	}
-	return 0;
-}
-
-/* Rewrites the bucket with the pairs (all of that bucket, ascending). */
-static int fts_lmdb_grams_write_bucket(struct fts_lmdb_grams_writer *w,
-				       uint32_t box_id, unsigned int b,
-				       bool existed, const uint64_t *pairs,
-				       unsigned int count, const char **error_r)
-{
-	const unsigned char *p, *end, *list = NULL;
-	const void *data;
-	unsigned char bytes[2] = { b >> 8, b & 0xff };
-	unsigned int i = 0, j, byte = 0, new_byte;
-	size_t size, list_size = 0;
-	int ret, last = -1;
-	bool have_old;
-
-	fts_lmdb_token_key(w->key, box_id, bytes, sizeof(bytes));
-	buffer_set_used_size(w->old, 0);
-	if (existed) {
-		if (fts_lmdb_grams_bucket_get(w->db, box_id, bytes, w->key,
-					      &data, &size, error_r) < 0)
-			return -1;
-		/* the writes move what the map holds */
-		buffer_append(w->old, data, size);
-	}
-	p = w->old->data;
-	end = p + w->old->used;
-	buffer_set_used_size(w->bucket, 0);
-	if ((ret = fts_lmdb_grams_bucket_next(&p, end, &last, &byte, &list,
-					      &list_size)) < 0)
-		goto damaged;
-	have_old = ret > 0;
-	while (have_old || i < count) {
-		new_byte = i < count ? (pairs[i] >> 24) & 0xff : 256;
-		for (j = i; j < count && ((pairs[j] >> 24) & 0xff) == new_byte; j++) ;
-		if (have_old && byte < new_byte) {
-			if (fts_lmdb_grams_write_entry(w, byte, list, list_size,
-						       NULL, 0) < 0)
-				goto damaged;
-		} else if (!have_old || new_byte < byte) {
-			if (fts_lmdb_grams_write_entry(w, new_byte, NULL, 0,
-						       pairs + i, j - i) < 0)
-				goto damaged;
-			i = j;
-			continue;
-		} else {
-			if (fts_lmdb_grams_write_entry(w, byte, list, list_size,
-						       pairs + i, j - i) < 0)
-				goto damaged;
-			i = j;
-		}
-		if ((ret = fts_lmdb_grams_bucket_next(&p, end, &last, &byte,
-						      &list, &list_size)) < 0)
-			goto damaged;
-		have_old = ret > 0;
-	}
-	return fts_lmdb_db_put(w->db, FTS_LMDB_DBI_GRAMS, w->key->data,
-			       w->key->used, w->bucket->data, w->bucket->used,
-			       error_r);
-damaged:
-	return fts_lmdb_grams_damaged(w->db, "damaged trigram bucket",
-				      error_r);
-}
-
-/* 1 with the directory, 0 if the mailbox has none, -1 on error or
-   damage */
-static int fts_lmdb_grams_directory(struct fts_lmdb_db *db, uint32_t box_id,
-				    buffer_t *key, const void **dir_r,
-				    const char **error_r)
-{
-	size_t size;
-	int ret;
-
-	fts_lmdb_token_key(key, box_id, "", 0);
-	ret = fts_lmdb_db_get(db, FTS_LMDB_DBI_GRAMS, key->data, key->used,
-			      dir_r, &size, error_r);
-	if (ret <= 0)
-		return ret;
-	if (size != FTS_LMDB_GRAMS_DIRECTORY_SIZE) {
-		return fts_lmdb_grams_damaged(db,
-			"damaged trigram directory", error_r);
-	}
-	return 1;
-}
-
-int fts_lmdb_grams_exist(struct fts_lmdb_db *db, uint32_t box_id,
-			 const char **error_r)
-{
-	const void *dir;
-
-	return fts_lmdb_grams_directory(db, box_id, t_buffer_create(16), &dir,
-					error_r);
-}
-
 void fts_lmdb_grams_reset(struct fts_lmdb_grams *grams)
 {
 	array_clear(&grams->pairs);
@@ -368,16 +209,295 @@ static void fts_lmdb_grams_unique(ARRAY_TYPE(uint64_t) *pairs)
 	array_delete(pairs, n, count - n);
 }
 
+struct fts_lmdb_grams_page {
+	uint32_t low, next;
+	bool last;
+	const unsigned char *p, *end;
+};
+
+struct fts_lmdb_grams_page_iter {
+	const struct fts_lmdb_grams_page *page;
+	const unsigned char *p;
+	uint32_t prev;
+	bool started;
+};
+
+static int fts_lmdb_grams_page_parse(const unsigned char *low,
+				     const void *data, size_t size,
+				     struct fts_lmdb_grams_page *page_r)
+{
+	const unsigned char *p = data, *end = p + size;
+
+	i_zero(page_r);
+	page_r->low = fts_lmdb_gram_at(low);
+	if (size < 1)
+		return -1;
+	if (*p == 0) {
+		page_r->last = TRUE;
+		p++;
+	} else if (*p == 1 && size >= 4) {
+		page_r->next = fts_lmdb_gram_at(p + 1);
+		p += 4;
+		/* a page's range is not empty */
+		if (page_r->next <= page_r->low)
+			return -1;
+	} else {
+		return -1;
+	}
+	page_r->p = p;
+	page_r->end = end;
+	return 0;
+}
+
+static void fts_lmdb_grams_page_iter_init(struct fts_lmdb_grams_page_iter *iter,
+					  const struct fts_lmdb_grams_page *page)
+{
+	i_zero(iter);
+	iter->page = page;
+	iter->p = page->p;
+	iter->prev = page->low;
+}
+
+/* The next trigram of a page: 1 if found, 0 at the end, -1 if the page
+   doesn't add up. */
+static int fts_lmdb_grams_page_next(struct fts_lmdb_grams_page_iter *iter,
+				    uint32_t *gram_r,
+				    const unsigned char **list_r,
+				    size_t *list_size_r)
+{
+	const struct fts_lmdb_grams_page *page = iter->page;
+	uint64_t delta, size, gram;
+
+	if (iter->p == page->end)
+		return 0;
+	if (numpack_decode(&iter->p, page->end, &delta) < 0 ||
+	    (delta == 0 && iter->started) ||
+	    numpack_decode(&iter->p, page->end, &size) < 0 || size == 0 ||
+	    size > (uint64_t)(page->end - iter->p))
+		return -1;
+	gram = iter->prev + delta;
+	if (gram > FTS_LMDB_GRAM_MAX || (!page->last && gram >= page->next))
+		return -1;
+	iter->started = TRUE;
+	iter->prev = gram;
+	*gram_r = gram;
+	*list_r = iter->p;
+	*list_size_r = size;
+	iter->p += size;
+	return 1;
+}
+
+/* The page whose range holds gram: 1 if found, -1 on error or damage
+   (the caller knows the mailbox has a filter, so a lookup that lands
+   outside its pages has lost one). */
+static int fts_lmdb_grams_page_floor(struct fts_lmdb_db *db, uint32_t box_id,
+				     uint32_t gram, buffer_t *key,
+				     struct fts_lmdb_grams_page *page_r,
+				     const char **error_r)
+{
+	const unsigned char bytes[3] = { gram >> 16, (gram >> 8) & 0xff,
+					 gram & 0xff };
+	const void *k, *data;
+	size_t key_size, data_size, prefix_size;
+	int ret;
+
+	fts_lmdb_token_key(key, box_id, bytes, sizeof(bytes));
+	prefix_size = key->used - sizeof(bytes);
+	ret = fts_lmdb_db_get_floor(db, FTS_LMDB_DBI_GRAMS, key->data,
+				    key->used, &k, &key_size, &data,
+				    &data_size, error_r);
+	if (ret < 0)
+		return -1;
+	if (ret == 0 || key_size != key->used ||
+	    memcmp(k, key->data, prefix_size) != 0) {
+		/* the head, or another mailbox's key */
+		return fts_lmdb_grams_damaged(db,
+			"a trigram page is missing", error_r);
+	}
+	if (fts_lmdb_grams_page_parse(CONST_PTR_OFFSET(k, prefix_size), data,
+				      data_size, page_r) < 0) {
+		return fts_lmdb_grams_damaged(db, "damaged trigram page",
+					      error_r);
+	}
+	/* had the page that the found one names been there, it would have
+	   been found */
+	if (!page_r->last && gram >= page_r->next) {
+		return fts_lmdb_grams_damaged(db,
+			"a trigram page is missing", error_r);
+	}
+	return 1;
+}
+
+/* 1 if the mailbox has a filter, 0 if not */
+static int fts_lmdb_grams_head(struct fts_lmdb_db *db, uint32_t box_id,
+			       buffer_t *key, const char **error_r)
+{
+	const void *data;
+	size_t size;
+	int ret;
+
+	fts_lmdb_token_key(key, box_id, "", 0);
+	ret = fts_lmdb_db_get(db, FTS_LMDB_DBI_GRAMS, key->data, key->used,
+			      &data, &size, error_r);
+	if (ret <= 0)
+		return ret;
+	if (size != 1 || *(const unsigned char *)data != 1) {
+		return fts_lmdb_grams_damaged(db, "damaged trigram head",
+					      error_r);
+	}
+	return 1;
+}
+
+int fts_lmdb_grams_exist(struct fts_lmdb_db *db, uint32_t box_id,
+			 const char **error_r)
+{
+	return fts_lmdb_grams_head(db, box_id, t_buffer_create(16), error_r);
+}
+
+struct fts_lmdb_grams_writer {
+	struct fts_lmdb_db *db;
+	uint32_t box_id;
+	buffer_t *key, *old, *entries, *list, *value;
+	ARRAY_TYPE(fts_lmdb_prefix) scratch, merged;
+	uint32_t low, prev;
+	unsigned int count;
+};
+
+static void fts_lmdb_grams_writer_start(struct fts_lmdb_grams_writer *w,
+					uint32_t low)
+{
+	w->low = w->prev = low;
+	w->count = 0;
+	buffer_set_used_size(w->entries, 0);
+}
+
+static int fts_lmdb_grams_writer_put(struct fts_lmdb_grams_writer *w,
+				     uint32_t next, bool last,
+				     const char **error_r)
+{
+	const unsigned char low[3] = { w->low >> 16, (w->low >> 8) & 0xff,
+				       w->low & 0xff };
+
+	buffer_set_used_size(w->value, 0);
+	if (last)
+		buffer_append_c(w->value, 0);
+	else {
+		buffer_append_c(w->value, 1);
+		buffer_append_c(w->value, next >> 16);
+		buffer_append_c(w->value, (next >> 8) & 0xff);
+		buffer_append_c(w->value, next & 0xff);
+	}
+	buffer_append_buf(w->value, w->entries, 0, SIZE_MAX);
+	fts_lmdb_token_key(w->key, w->box_id, low, sizeof(low));
+	return fts_lmdb_db_put(w->db, FTS_LMDB_DBI_GRAMS, w->key->data,
+			       w->key->used, w->value->data, w->value->used,
+			       error_r);
+}
+
+/* Adds the trigram with its list (w->list) to the page being written,
+   starting a page at the trigram when this one is full. */
+static int fts_lmdb_grams_writer_add(struct fts_lmdb_grams_writer *w,
+				     uint32_t gram, const char **error_r)
+{
+	size_t size = fts_lmdb_numpack_size(gram - w->prev) +
+		fts_lmdb_numpack_size(w->list->used) + w->list->used;
+
+	if (w->count > 0 &&
+	    w->entries->used + size > FTS_LMDB_GRAMS_PAGE_MAX) {
+		if (fts_lmdb_grams_writer_put(w, gram, FALSE, error_r) < 0)
+			return -1;
+		fts_lmdb_grams_writer_start(w, gram);
+	}
+	numpack_encode(w->entries, gram - w->prev);
+	numpack_encode(w->entries, w->list->used);
+	buffer_append_buf(w->entries, w->list, 0, SIZE_MAX);
+	w->prev = gram;
+	w->count++;
+	return 0;
+}
+
+/* Merges the pairs up to the page's end into the page, rewriting it (and
+   splitting it if it outgrows its size); *idx moves past them. */
+static int fts_lmdb_grams_page_merge(struct fts_lmdb_grams_writer *w,
+				     const struct fts_lmdb_grams_page *page,
+				     const uint64_t *pairs, unsigned int count,
+				     unsigned int *idx, const char **error_r)
+{
+	struct fts_lmdb_grams_page_iter iter;
+	const unsigned char *list = NULL;
+	size_t list_size = 0;
+	unsigned int i = *idx, j;
+	uint32_t old_gram = 0, new_gram;
+	bool have_old, have_new;
+	int ret;
+
+	fts_lmdb_grams_writer_start(w, page->low);
+	fts_lmdb_grams_page_iter_init(&iter, page);
+	if ((ret = fts_lmdb_grams_page_next(&iter, &old_gram, &list,
+					    &list_size)) < 0)
+		goto damaged;
+	have_old = ret > 0;
+	for (;;) {
+		new_gram = i < count ? pairs[i] >> 24 : 0;
+		have_new = i < count && (page->last || new_gram < page->next);
+		if (!have_old && !have_new)
+			break;
+		/* the pairs of one trigram */
+		for (j = i; have_new && j < count &&
+			    (pairs[j] >> 24) == new_gram; j++) ;
+		buffer_set_used_size(w->list, 0);
+		if (have_old && (!have_new || old_gram < new_gram)) {
+			buffer_append(w->list, list, list_size);
+			if (fts_lmdb_grams_writer_add(w, old_gram, error_r) < 0)
+				return -1;
+		} else {
+			bool same = have_old && old_gram == new_gram;
+
+			if (fts_lmdb_grams_list_merge(same ? list : NULL,
+						      list_size, pairs + i,
+						      j - i, &w->scratch,
+						      &w->merged,
+						      w->list) < 0)
+				goto damaged;
+			if (fts_lmdb_grams_writer_add(w, new_gram,
+						      error_r) < 0)
+				return -1;
+			i = j;
+			if (!same)
+				continue;
+		}
+		if ((ret = fts_lmdb_grams_page_next(&iter, &old_gram, &list,
+						    &list_size)) < 0)
+			goto damaged;
+		have_old = ret > 0;
+	}
+	*idx = i;
+	return fts_lmdb_grams_writer_put(w, page->next, page->last, error_r);
+damaged:
+	return fts_lmdb_grams_damaged(w->db, "damaged trigram page",
+				      error_r);
+}
+
+/* Deletes the mailbox's pages: left by a filter whose head was lost, they
+   would be merged into as if they were complete. */
+static int fts_lmdb_grams_clear(struct fts_lmdb_db *db, uint32_t box_id,
+				buffer_t *key, const char **error_r)
+{
+	fts_lmdb_token_key(key, box_id, "", 0);
+	return fts_lmdb_db_del_prefix(db, FTS_LMDB_DBI_GRAMS, key->data,
+				      key->used, error_r);
+}
+
 int fts_lmdb_grams_write(struct fts_lmdb_grams *grams,
 			 struct fts_lmdb_db *db, uint32_t box_id,
 			 const char **error_r)
 {
 	struct fts_lmdb_grams_writer w;
-	unsigned char *dir;
+	struct fts_lmdb_grams_page page;
 	const uint64_t *pairs;
 	const void *data;
-	unsigned int i, j, count, b;
-	bool dir_changed = FALSE;
+	unsigned int i, count;
+	const unsigned char head = 1;
 	int ret;
 
 	if (array_count(&grams->group) > 0)
@@ -385,67 +505,53 @@ int fts_lmdb_grams_write(struct fts_lmdb_grams *grams,
 
 	i_zero(&w);
 	w.db = db;
+	w.box_id = box_id;
 	w.key = t_buffer_create(16);
-	w.old = t_buffer_create(1024);
-	w.bucket = t_buffer_create(1024);
+	w.old = t_buffer_create(FTS_LMDB_GRAMS_PAGE_MAX + 16);
+	w.entries = t_buffer_create(FTS_LMDB_GRAMS_PAGE_MAX + 16);
 	w.list = t_buffer_create(256);
+	w.value = t_buffer_create(FTS_LMDB_GRAMS_PAGE_MAX + 16);
 	t_array_init(&w.scratch, 64);
 	t_array_init(&w.merged, 64);
 
-	dir = t_malloc0(FTS_LMDB_GRAMS_DIRECTORY_SIZE);
-	ret = fts_lmdb_grams_directory(db, box_id, w.key, &data, error_r);
-	if (ret < 0)
-		return -1;
-	if (ret == 0)
-		dir_changed = TRUE;
-	else
-		memcpy(dir, data, FTS_LMDB_GRAMS_DIRECTORY_SIZE);
-
 	fts_lmdb_grams_unique(&grams->pairs);
 	pairs = array_get(&grams->pairs, &count);
-	for (i = 0; i < count; i = j) {
-		/* the pairs of one bucket */
-		b = pairs[i] >> 32;
-		for (j = i; j < count && (pairs[j] >> 32) == b; j++) ;
-		if (fts_lmdb_grams_write_bucket(&w, box_id, b,
-						fts_lmdb_grams_dir_has(dir, b),
-						pairs + i, j - i, error_r) < 0)
+
+	ret = fts_lmdb_grams_head(db, box_id, w.key, error_r);
+	if (ret < 0)
+		return -1;
+	if (ret == 0) {
+		if (fts_lmdb_grams_clear(db, box_id, w.key, error_r) < 0)
 			return -1;
-		if (!fts_lmdb_grams_dir_has(dir, b)) {
-			dir[b / 8] |= 1U << (b % 8);
-			dir_changed = TRUE;
-		}
+		fts_lmdb_token_key(w.key, box_id, "", 0);
+		if (fts_lmdb_db_put(db, FTS_LMDB_DBI_GRAMS, w.key->data,
+				    w.key->used, &head, 1, error_r) < 0)
+			return -1;
+		/* one page, the first, to merge into */
+		i_zero(&page);
+		page.last = TRUE;
+		i = 0;
+		ret = fts_lmdb_grams_page_merge(&w, &page, pairs, count, &i,
+						error_r);
+		array_clear(&grams->pairs);
+		return ret;
+	}
+	for (i = 0; i < count; ) {
+		if (fts_lmdb_grams_page_floor(db, box_id, pairs[i] >> 24,
+					      w.key, &page, error_r) < 0)
+			return -1;
+		/* the writes move what the map holds */
+		buffer_set_used_size(w.old, 0);
+		buffer_append(w.old, page.p, page.end - page.p);
+		data = w.old->data;
+		page.p = data;
+		page.end = page.p + w.old->used;
+		if (fts_lmdb_grams_page_merge(&w, &page, pairs, count, &i,
+					      error_r) < 0)
+			return -1;
 	}
 	array_clear(&grams->pairs);
-	if (!dir_changed)
-		return 0;
-	fts_lmdb_token_key(w.key, box_id, "", 0);
-	return fts_lmdb_db_put(db, FTS_LMDB_DBI_GRAMS, w.key->data,
-			       w.key->used, dir, FTS_LMDB_GRAMS_DIRECTORY_SIZE,
-			       error_r);
-}
-
-/* The list of the trigram in the bucket: 1 if found, 0 if not there, -1
-   if the bucket doesn't add up. */
-static int fts_lmdb_grams_bucket_find(const unsigned char *p, size_t size,
-				      unsigned int want,
-				      const unsigned char **list_r,
-				      size_t *list_size_r)
-{
-	const unsigned char *end = p + size;
-	unsigned int byte;
-	int ret, last = -1;
-
-	if (size == 0)
-		return -1;
-	while ((ret = fts_lmdb_grams_bucket_next(&p, end, &last, &byte,
-						 list_r, list_size_r)) > 0) {
-		if (byte == want)
-			return 1;
-		if (byte > want)
-			return 0;
-	}
-	return ret;
+	return 0;
 }
 
 static void fts_lmdb_prefixes_intersect(ARRAY_TYPE(fts_lmdb_prefix) *dest,
@@ -477,11 +583,12 @@ int fts_lmdb_grams_find(struct fts_lmdb_db *db, uint32_t box_id,
 			const char **error_r)
 {
 	ARRAY_TYPE(fts_lmdb_prefix) list;
+	struct fts_lmdb_grams_page page;
+	struct fts_lmdb_grams_page_iter iter;
 	buffer_t *key;
-	const unsigned char *dir, *list_data;
-	const void *data;
-	size_t i, k, size, list_size;
-	uint32_t gram;
+	const unsigned char *list_data;
+	size_t i, k, list_size;
+	uint32_t gram, found;
 	bool first = TRUE;
 	int ret;
 
@@ -489,12 +596,10 @@ int fts_lmdb_grams_find(struct fts_lmdb_db *db, uint32_t box_id,
 		return 0;
 	array_clear(prefixes_r);
 	key = t_buffer_create(16);
-	/* without a directory the mailbox has no filter (too small, or it
-	   was lost): every block is scanned */
-	if ((ret = fts_lmdb_grams_directory(db, box_id, key, &data,
-					    error_r)) <= 0)
+	/* without a head the mailbox has no filter (too small, or it was
+	   lost): every block is scanned */
+	if ((ret = fts_lmdb_grams_head(db, box_id, key, error_r)) <= 0)
 		return ret;
-	dir = data;
 	t_array_init(&list, 64);
 	for (i = 0; i + 3 <= q_size; i++) {
 		gram = fts_lmdb_gram_at(q + i);
@@ -504,20 +609,20 @@ int fts_lmdb_grams_find(struct fts_lmdb_db *db, uint32_t box_id,
 		}
 		if (k < i)
 			continue;
-		if (!fts_lmdb_grams_dir_has(dir, gram >> 8)) {
-			array_clear(prefixes_r);
-			return 1;
-		}
-		if (fts_lmdb_grams_bucket_get(db, box_id, q + i, key, &data,
-					      &size, error_r) < 0)
+		if (fts_lmdb_grams_page_floor(db, box_id, gram, key, &page,
+					      error_r) < 0)
 			return -1;
-		ret = fts_lmdb_grams_bucket_find(data, size, gram & 0xff,
-						 &list_data, &list_size);
+		fts_lmdb_grams_page_iter_init(&iter, &page);
+		while ((ret = fts_lmdb_grams_page_next(&iter, &found,
+						       &list_data,
+						       &list_size)) > 0 &&
+		       found < gram) ;
 		if (ret < 0) {
 			return fts_lmdb_grams_damaged(db,
-				"damaged trigram bucket", error_r);
+				"damaged trigram page", error_r);
 		}
-		if (ret == 0) {
+		if (ret == 0 || found != gram) {
+			/* no token holds the trigram */
 			array_clear(prefixes_r);
 			return 1;
 		}

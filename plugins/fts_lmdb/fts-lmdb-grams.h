@@ -12,14 +12,14 @@
    The lists only grow: a prefix whose tokens were purged since costs a
    block read, never a wrong answer, while a missing prefix would be
    one. So a new token's trigrams are written in the transaction that
-   writes its block, and a bucket that the mailbox's directory names but
-   the database lacks is damage. A mailbox without a directory has no
-   filter, and its searches scan every block: mailboxes below
-   fts_lmdb_trigram_min_blocks blocks (by default
-   FTS_LMDB_GRAMS_MIN_BLOCKS), where a scan is a few hundred pages and
-   the filter would be a third of the index. */
+   writes its block, and a page that the chain of pages names but the
+   database lacks is damage. A mailbox without a head has no filter,
+   and its searches scan every block: one whose head was lost, or one
+   below fts_lmdb_trigram_min_blocks blocks, for an admin who wants the
+   smaller index (by default every mailbox has a filter: about a third
+   of a small mailbox's index, docs/fts_lmdb.md "Size"). */
 
-#define FTS_LMDB_GRAMS_MIN_BLOCKS 4096
+#define FTS_LMDB_GRAMS_MIN_BLOCKS 0
 
 #include "array.h"
 

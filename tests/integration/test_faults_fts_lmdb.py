@@ -50,7 +50,7 @@ from fts_helpers import SearchClient, diff_answers, load_maildir, search_command
 from fts_lmdb_helpers import (CORPUS_QUERIES, IS_LMDB, all_uids,
                               assert_lmdb_ok, assert_same, compare_views,
                               corpus_paths, format_mismatches,
-                              crash_lines, data_mdb, doveadm_ok,
+                              crash_lines, data_mdb, doveadm_ok, dump_db,
                               expunge_uids, gen_message,
                               gen_queries, index_dir, lmdb_kwargs, log_lines,
                               mail_ids, release_index, require_plugin,
@@ -602,35 +602,39 @@ def test_lost_block_is_damage(pair, corpus, tmp_path, case):
 
 def _gram_key(rest: bytes):
     """The grams database's key for rest after the box number: b"" for
-    the mailbox's directory of trigram buckets, two bytes for a
-    bucket."""
+    the mailbox's head, a trigram for the page whose range holds it
+    (the greatest page key at or below it)."""
     def choose(keys):
-        found = [k for k in keys if len(k) == 1 + len(rest) and
-                 k[0] < 0x80 and k[1:] == rest]
+        if not rest:
+            found = [k for k in keys if len(k) == 1 and k[0] < 0x80]
+        else:
+            pages = [k for k in keys if len(k) == 1 + len(rest) and
+                     k[0] < 0x80 and k[1:] <= rest]
+            found = pages[-1:]
         assert len(found) == 1, f"{rest!r}: {len(found)} keys in the dump"
         return found[0]
     return choose
 
 
-def test_lost_trigram_bucket_is_damage(pair, corpus, tmp_path):
+def test_lost_trigram_page_is_damage(pair, corpus, tmp_path):
     """A substring search reads only the blocks that the trigram filter
-    names. A bucket of trigrams that the mailbox's directory names but
-    the grams database lacks would leave blocks out of the answer: it is
-    damage. The search answers as stock, and the index is rebuilt."""
+    names. A page of trigrams that the chain names but the grams
+    database lacks would leave blocks out of the answer: it is damage.
+    The search answers as stock, and the index is rebuilt."""
     fts = pair[0]
     user = "lostgrambucket"
     _load(pair, user, corpus[:40] + [gen_message(user, 1, LOST_BODY),
                                      gen_message(user, 2, LOST_BODY_2)])
     doveadm_ok(fts, "index", "-u", user, "INBOX")
-    # BRAVOCHARLIE's first trigram, BRA, is in the bucket of BR
-    _lose_key(pair, user, 'BODY "bravocharlie"', "grams", _gram_key(b"BR"),
-              tmp_path, what="a trigram bucket", damage=r"trigram")
+    # the page that holds BRAVOCHARLIE's first trigram
+    _lose_key(pair, user, 'BODY "bravocharlie"', "grams", _gram_key(b"BRA"),
+              tmp_path, what="a trigram page", damage=r"trigram")
 
 
 def test_lost_trigram_directory_scans(pair, corpus, tmp_path):
-    """Without its directory a mailbox has no trigram filter, as a
-    mailbox below fts_lmdb_trigram_min_blocks has: its searches scan
-    every block, and answer as stock."""
+    """Without its head a mailbox has no trigram filter, as a mailbox
+    below fts_lmdb_trigram_min_blocks has: its searches scan every
+    block, and answer as stock."""
     fts, stock = pair
     user = "lostgramdir"
     _load(pair, user, corpus[:40] + [gen_message(user, 1, LOST_BODY),
@@ -643,8 +647,20 @@ def test_lost_trigram_directory_scans(pair, corpus, tmp_path):
     _rewrite_without(index_dir(fts, user), "grams", _gram_key(b""),
                      tmp_path)
     mark = fts.log_mark()
-    assert_same(fts, stock, user, queries, step="without the directory")
-    _no_other_crash(fts, mark, killed, "lost trigram directory")
+    assert_same(fts, stock, user, queries, step="without the head")
+    # The next batch builds the filter again from the chain. The pages
+    # the lost head left must go first: a lookup would land on one of
+    # them and miss the new token's trigrams.
+    pages = [k for k, _ in dump_db(index_dir(fts, user), "grams")
+             if len(k) == 4]
+    assert len(pages) > 1, f"the filter has {len(pages)} page(s)"
+    _load(pair, user, [gen_message(user, 3, "zyzzogeton wyvernquay")])
+    doveadm_ok(fts, "index", "-u", user, "INBOX")
+    later = queries + ['BODY "zyzzog"', 'BODY "vernqu"', 'BODY "yvern"']
+    assert_same(fts, stock, user, later, step="after the next batch")
+    keys = [k for k, _ in dump_db(index_dir(fts, user), "grams")]
+    assert any(len(k) == 1 for k in keys), "the filter's head was not rebuilt"
+    _no_other_crash(fts, mark, killed, "lost trigram head")
 
 
 def test_block_changed_under_an_open_session(pair, corpus):

@@ -54,10 +54,19 @@ def test_filter_of_a_mailbox_that_grows_past_the_threshold(dovecot):
     doveadm_ok(fts, "index", "-u", "alice", "INBOX")
     after = block_count(fts)
     assert after > before, (before, after)
-    # the directory (the box number alone) and buckets
-    keys = grams_keys(fts)
-    assert any(len(k) == 1 for k in keys), "no filter past the threshold"
-    assert len(keys) > 100, f"{len(keys)} keys in the grams database"
+    # the head (the box number alone), and pages from trigram 0 on,
+    # each naming the next one's key (docs/fts_lmdb.md "Trigrams")
+    entries = dump_db(index_dir(fts, "alice"), "grams")
+    assert any(len(k) == 1 for k, _ in entries), \
+        "no filter past the threshold"
+    pages = [(k[1:], v) for k, v in entries if len(k) == 4]
+    assert len(pages) > 1 and pages[0][0] == b"\0\0\0", pages[:2]
+    for (low, value), nxt in zip(pages, pages[1:] + [None]):
+        if nxt is None:
+            assert value[0] == 0, f"the last page {low!r} names a next one"
+        else:
+            assert value[0] == 1 and value[1:4] == nxt[0], \
+                f"page {low!r} doesn't name the next page {nxt[0]!r}"
     # words of the first mail only, which the crossing batch didn't add
     assert_same(fts, stock, "alice",
                 CORPUS_QUERIES + gen_queries("tgfirst", [1, 3, 5]) +
