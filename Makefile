@@ -93,6 +93,7 @@ FTS_LMDB_PLUGIN = plugins/fts_lmdb/fts-lmdb-plugin.c \
 	plugins/fts_lmdb/fts-lmdb-search.c \
 	plugins/fts_lmdb/fts-lmdb-blocks.c \
 	plugins/fts_lmdb/fts-lmdb-grams.c \
+	plugins/fts_lmdb/fts-lmdb-guids.c \
 	plugins/fts_lmdb/fts-lmdb-db.c \
 	plugins/fts_lmdb/fts-lmdb-partmap-build.c \
 	plugins/fts_lmdb/fts-lmdb-istream.c \

@@ -16,6 +16,7 @@
 #include "fts-lmdb-postings.h"
 #include "fts-lmdb-blocks.h"
 #include "fts-lmdb-backend.h"
+#include "fts-lmdb-guids.h"
 
 #define FTS_LMDB_INDEX_DIR_NAME "fts-lmdb"
 
@@ -426,6 +427,7 @@ int fts_lmdb_box_clear(struct fts_lmdb_backend *backend,
 	rec->block_count = 0;
 	rec->unindexed_count = 0;
 	rec->long_count = 0;
+	rec->tombstone_count = 0;
 	return ret;
 }
 
@@ -612,16 +614,19 @@ int fts_lmdb_box_purge(struct fts_lmdb_backend *backend,
 }
 
 /* How far down from the newest message the index covers a check looks
-   for one the index still has a GUID of (the others were expunged). */
+   for one the index has a GUID of (the others came after a rebuild
+   that skipped them, or lost their tombstone to pruning). */
 #define FTS_LMDB_COPY_CHECK_MAX 32
 
 /* A mailbox restored or synced from a copy that had diverged when the
    index was taken has the same GUID and UIDVALIDITY but other mail under
    the UIDs both copies assigned since. Compares the newest message this
-   session's view and the index both know. The view may lag behind what
-   other processes indexed, so UIDs beyond it prove nothing and are not
-   looked at. Runs in the read transaction, never inside a mailbox sync
-   (the fts plugin asks for the last UID only when searching or
+   session's view and the index both know, with the hash the index kept
+   of it, expunged since or not (fts-lmdb-guids.h): a view that lags
+   behind an expunge holds the same message. The view may lag behind
+   what other processes indexed, so UIDs beyond it prove nothing and are
+   not looked at. Runs in the read transaction, never inside a mailbox
+   sync (the fts plugin asks for the last UID only when searching or
    indexing). Returns 1 if the index is of this mail, 0 if not, -1 on
    error. */
 static int
@@ -632,9 +637,7 @@ fts_lmdb_box_check_copy(struct fts_lmdb_backend *backend, struct mailbox *box,
 	struct mailbox_transaction_context *trans;
 	struct mail *mail;
 	uint8_t hash[FTS_LMDB_GUID_HASH_SIZE];
-	buffer_t *key;
-	const void *data;
-	size_t size;
+	uint8_t known[FTS_LMDB_GUID_HASH_SIZE];
 	uint32_t seq, seq1, seq2;
 	unsigned int checked = 0;
 	int ret = 1;
@@ -642,25 +645,22 @@ fts_lmdb_box_check_copy(struct fts_lmdb_backend *backend, struct mailbox *box,
 	mailbox_get_seq_range(box, 1, rec->last_uid, &seq1, &seq2);
 	if (seq2 == 0)
 		return 1;
-	key = t_buffer_create(16);
 	trans = mailbox_transaction_begin(box, 0, "fts-lmdb copy check");
 	mail = mail_alloc(trans, 0, NULL);
 	for (seq = seq2; seq >= seq1 && checked < FTS_LMDB_COPY_CHECK_MAX;
 	     seq--, checked++) {
 		mail_set_seq(mail, seq);
-		fts_lmdb_uid_key(key, rec->box_id, mail->uid);
-		ret = fts_lmdb_db_get(backend->db, FTS_LMDB_DBI_GUIDS,
-				      key->data, key->used, &data, &size,
-				      error_r);
+		ret = fts_lmdb_guids_get(backend->db, rec->box_id, mail->uid,
+					 known, error_r);
 		if (ret < 0)
 			break;
-		ret = 1;
-		/* not in the index (expunged from it) or no GUID to compare:
-		   try the next older one */
-		if (size != FTS_LMDB_GUID_HASH_SIZE ||
-		    !fts_lmdb_mail_guid_hash(mail, hash))
+		/* nothing kept of it, or no GUID to compare: try the next
+		   older one */
+		if (ret == 0 || !fts_lmdb_mail_guid_hash(mail, hash)) {
+			ret = 1;
 			continue;
-		if (memcmp(hash, data, sizeof(hash)) != 0) {
+		}
+		if (memcmp(hash, known, sizeof(hash)) != 0) {
 			*other_uid_r = mail->uid;
 			ret = 0;
 		}

@@ -42,6 +42,8 @@ struct fts_lmdb_box_record {
 	   is empty has no key, so only its count tells a lost one */
 	uint32_t unindexed_count;
 	uint32_t long_count;
+	/* GUID hashes kept of expunged mail (fts-lmdb-guids.h) */
+	uint32_t tombstone_count;
 };
 
 extern struct fts_backend fts_backend_lmdb;

@@ -18,6 +18,7 @@
 #include "fts-lmdb-extract.h"
 #include "fts-lmdb-partmap-build.h"
 #include "fts-lmdb-backend.h"
+#include "fts-lmdb-guids.h"
 
 /* expunged messages stay in posting lists (filtered out by lookups)
    until they are this many and this share of the mailbox */
@@ -288,9 +289,8 @@ static int fts_lmdb_flush_expunged(struct fts_lmdb_update_context *ctx,
 			if (fts_lmdb_db_del(ctx->backend->db,
 					    FTS_LMDB_DBI_PARTS, uid_key->data,
 					    uid_key->used, error_r) < 0 ||
-			    fts_lmdb_db_del(ctx->backend->db,
-					    FTS_LMDB_DBI_GUIDS, uid_key->data,
-					    uid_key->used, error_r) < 0)
+			    fts_lmdb_guids_expunge(ctx->backend->db, rec,
+						   uid, error_r) < 0)
 				return -1;
 			if (!seq_range_array_add(&all, uid))
 				rec->expunged_count++;
@@ -329,13 +329,10 @@ static int fts_lmdb_flush_guids(struct fts_lmdb_update_context *ctx,
 				uint32_t box_id, const char **error_r)
 {
 	const struct fts_lmdb_batch_guid *guid;
-	buffer_t *key = t_buffer_create(8);
 
 	array_foreach(&ctx->guids, guid) {
-		fts_lmdb_uid_key(key, box_id, guid->uid);
-		if (fts_lmdb_db_put(ctx->backend->db, FTS_LMDB_DBI_GUIDS,
-				    key->data, key->used, guid->hash,
-				    sizeof(guid->hash), error_r) < 0)
+		if (fts_lmdb_guids_put(ctx->backend->db, box_id, guid->uid,
+				       guid->hash, error_r) < 0)
 			return -1;
 	}
 	return 0;
@@ -511,7 +508,8 @@ static int fts_lmdb_flush_txn(void *context, const char **error_r)
 	rec.doc_count += ctx->batch_docs;
 	if (fts_lmdb_flush_maps(ctx, rec.box_id, error_r) < 0 ||
 	    fts_lmdb_flush_guids(ctx, rec.box_id, error_r) < 0 ||
-	    fts_lmdb_flush_expunged(ctx, &rec, error_r) < 0)
+	    fts_lmdb_flush_expunged(ctx, &rec, error_r) < 0 ||
+	    fts_lmdb_guids_prune(ctx->backend->db, &rec, error_r) < 0)
 		return -1;
 	if (rec.expunged_count >= FTS_LMDB_PURGE_MIN_EXPUNGED &&
 	    rec.expunged_count * 100 >=

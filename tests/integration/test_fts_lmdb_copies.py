@@ -13,8 +13,9 @@ session that is one command behind would throw the index away.
 
 from __future__ import annotations
 
-from fts_lmdb_helpers import (assert_log_clean, indexing_lines, log_lines,
-                              require_plugin)
+from fts_helpers import load_maildir
+from fts_lmdb_helpers import (assert_log_clean, dump_db, indexing_lines,
+                              log_lines, require_plugin)
 from partial_helpers import RawImap
 
 OTHER_COPY = r"is another message than the index has"
@@ -74,3 +75,47 @@ def test_a_session_behind_the_index_keeps_it(dovecot):
         "a session behind the index took it for another copy's"
     assert not indexing_lines(dc, mark, "alice"), \
         "the index was rebuilt for a session that was only behind"
+
+
+def _guid_records(dc) -> dict[int, bool]:
+    """UID -> whether the guids database keeps it as expunged (a value of
+    the 8-byte hash, a tombstone byte, then the 4-byte checksum)."""
+    out = {}
+    for key, value in dump_db(dc.maildir("alice") / "fts-lmdb", "guids"):
+        assert len(value) in (12, 13), f"guids value of {len(value)} bytes"
+        out[int.from_bytes(key[-4:], "big")] = len(value) == 13
+    return out
+
+
+def test_expunged_mail_keeps_its_guid_up_to_a_bound(dovecot):
+    """An expunge keeps the message's GUID hash as a tombstone (what tells
+    a diverged copy's mail under that UID from it). Tombstones are kept
+    for the highest UIDs, at most as many as the index's messages or
+    1,024: here 1,250 of 1,300 messages are expunged in 25 sessions."""
+    require_plugin()
+    dc = dovecot(mail_plugins="fts fts_lmdb", users=["alice"],
+                 plugin_settings={"fts": "lmdb", "fts_autoindex": "no"})
+    total, left = 1300, 50
+    load_maildir(dc, "alice", [_message(n) for n in range(1, total + 1)])
+    dc.doveadm("index", "-u", "alice", "INBOX", check=True)
+    assert _guid_records(dc) == {uid: False for uid in range(1, total + 1)}
+    mark = len(dc.log_text())
+
+    imap = RawImap(dc.imap_port, "alice", readonly=False)
+    for lo in range(1, total - left + 1, 50):
+        imap.must(f"UID STORE {lo}:{lo + 49} +FLAGS.SILENT (\\Deleted)")
+        imap.must(f"UID EXPUNGE {lo}:{lo + 49}")
+    assert _search(imap, "here") == list(range(total - left + 1, total + 1))
+    imap.logout()
+
+    records = _guid_records(dc)
+    live = sorted(uid for uid, gone in records.items() if not gone)
+    tombs = sorted(uid for uid, gone in records.items() if gone)
+    assert live == list(range(total - left + 1, total + 1))
+    # pruning keeps half of what the mailbox may hold, so the last ones
+    # pruned were 512 at least
+    assert 512 <= len(tombs) <= 1024, f"{len(tombs)} tombstones kept"
+    assert tombs == list(range(tombs[0], total - left + 1)), \
+        "the tombstones kept are not those of the highest expunged UIDs"
+    assert_log_clean(dc, mark)
+    assert not log_lines(dc, OTHER_COPY, mark)

@@ -58,8 +58,9 @@ MOVERS = ("mvbackup", "mvsync")
 DEVICES = ("phone", "laptop")
 CARRY_OTHER = {"guid": "gina", "uidvalidity": "vera"}
 DIVERGED = "adam"
+DIVERGED_TAIL = "ada"
 # users that live on B from the start
-B_ONLY = (*CARRY_OTHER.values(), DIVERGED)
+B_ONLY = (*CARRY_OTHER.values(), DIVERGED, DIVERGED_TAIL)
 FTS_USERS = ("sara", "cara", *B_ONLY)
 # users whose index is built only by `doveadm index` or a search, so that
 # no indexer-worker writes to it while a test copies the file
@@ -514,25 +515,46 @@ def test_carried_over_index_of_another_mailbox_is_not_used(cluster, differs):
                           f"A's index on B, {differs} differs", "b")
 
 
-def test_carried_over_index_of_a_diverged_copy_is_not_trusted(cluster):
+def _diverge(cluster: Cluster, user: str, tags: tuple, extra: int,
+             expunge_on_a: bool) -> None:
     """A and B hold the same mailbox (dsync: same GUID, UIDVALIDITY, UIDs
-    1-5). Then A gets a message B never gets, and A's index (which now
-    covers UID 6) is copied to B, which then gets another message as its
-    UID 6. Stock answers for B's mail; the carried index must not answer
-    for A's UID 6."""
-    user, a, b, stock = DIVERGED, cluster.a, cluster.b, cluster.stock
-    # B-only user (routes to B); A holds the original mailbox
-    _deliver([a, stock], user, "dv", range(5))
+    1-5). A then gets `extra` messages B never gets and indexes them
+    (expunging them after, if asked), A's index is copied to B, and B
+    gets as many other messages under the same UIDs. Through the proxy,
+    every answer must be stock's for B's mail, and B's log must say which
+    UID showed the index to be another copy's."""
+    common, only_a, only_b = tags
+    a, b, stock = cluster.a, cluster.b, cluster.stock
+    _deliver([a, stock], user, common, range(5))
     cluster.dsync("a", "b", user)
-    _deliver([a], user, "onlya", range(1))
+    _deliver([a], user, only_a, range(extra))
     res = a.doveadm("index", "-u", user, "INBOX")
     assert res.returncode == 0, res.stderr
+    if expunge_on_a:
+        expunge_uids(a, user, "INBOX", list(range(6, 6 + extra)))
     _copy_index(a, b, user)
-    _deliver([b, stock], user, "onlyb", range(1))
+    _deliver([b, stock], user, only_b, range(extra))
     sa, sb = mailbox_status(a, user), mailbox_status(b, user)
     assert (sa["guid"], sa["uidvalidity"], sa["uidnext"]) == \
         (sb["guid"], sb["uidvalidity"], sb["uidnext"])
-    queries = _queries([("dv", 5), ("onlya", 1), ("onlyb", 1)])
+    queries = _queries([(common, 5), (only_a, extra), (only_b, extra)])
     _search_same_as_stock(cluster, user, queries, "diverged index on B", "b")
-    assert b.wait_for_log(r"UID 6 is another message than the index has",
-                          timeout=10), "B didn't say why it rebuilt the index"
+    assert b.wait_for_log(rf"UID {5 + extra} is another message than the "
+                          r"index has", timeout=10), \
+        "B didn't say why it rebuilt the index"
+
+
+def test_carried_over_index_of_a_diverged_copy_is_not_trusted(cluster):
+    """A's UID 6 is another message than B's UID 6; the carried index must
+    not answer for A's."""
+    _diverge(cluster, DIVERGED, ("dv", "onlya", "onlyb"), 1,
+             expunge_on_a=False)
+
+
+def test_carried_over_index_of_a_diverged_copy_with_an_expunged_tail(cluster):
+    """A's extra messages (UIDs 6 and 7) were indexed and then expunged on
+    A before its index was copied: the index has no live entry for the
+    UIDs B then gives its own mail. The GUIDs the index keeps of expunged
+    mail must still tell B's UID 7 from A's."""
+    _diverge(cluster, DIVERGED_TAIL, ("dt", "gonea", "tailb"), 2,
+             expunge_on_a=True)
