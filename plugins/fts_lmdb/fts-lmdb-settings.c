@@ -7,7 +7,7 @@
 #include "fts-lmdb-grams.h"
 #include "fts-lmdb-settings.h"
 
-#define FTS_LMDB_FORMAT_VERSION "9"
+#define FTS_LMDB_FORMAT_VERSION "10"
 
 static const char *const fts_lmdb_default_headers =
 	"From To Cc Bcc Subject Message-ID In-Reply-To References "

@@ -15,8 +15,11 @@ import re
 
 import pytest
 
-from fts_lmdb_helpers import (assert_log_clean, assert_same, gen_message,
-                              gen_queries, start_pair)
+import subprocess
+
+from fts_lmdb_helpers import (assert_log_clean, assert_same, dump_db,
+                              gen_message, gen_queries, index_dir, log_lines,
+                              start_pair)
 
 # case -> (setting, bad value, what the log line must also say)
 BAD = {
@@ -89,3 +92,75 @@ def test_bad_setting_fails_closed(dovecot, case):
                    "\n".join(log.splitlines()[-20:]))
     assert not re.search(r"partial (fetch|size|seek) from index", log)
     assert_log_clean(fts, what=case)
+
+
+# ------------------------------------------------- an index built otherwise
+
+def _meta_format(path_dir) -> bytes:
+    return dict(dump_db(path_dir, "meta"))[b"format"]
+
+
+def _write_meta_format(path_dir, value: bytes) -> None:
+    """Overwrites meta's format entry in place with mdb_load (meta's
+    values carry no checksum, so that any version can read the format)."""
+    dump = subprocess.run(["mdb_dump", "-s", "meta", str(path_dir)],
+                          check=True, capture_output=True,
+                          text=True).stdout.splitlines()
+    header = dump[:dump.index("HEADER=END") + 1]
+    lines = header + [" " + b"format".hex(), " " + value.hex(), "DATA=END"]
+    subprocess.run(["mdb_load", "-s", "meta", str(path_dir)],
+                   input="\n".join(lines) + "\n", check=True,
+                   capture_output=True, text=True)
+
+
+def _tombstones(path_dir) -> list[int]:
+    return [int.from_bytes(k[-4:], "big")
+            for k, v in dump_db(path_dir, "guids") if len(v) == 13]
+
+
+@pytest.mark.parametrize("case", ["older-format", "other-headers"])
+def test_an_index_built_otherwise_is_rebuilt(dovecot, case):
+    """An index written by an earlier index format, or with another
+    fts_lmdb_headers list, is rebuilt at its first use (an upgrade to a
+    version with a new format must never read the old one as its own).
+    Expunged mail leaves tombstones in the old index; a rebuilt one has
+    none, which tells a rebuild from an index kept."""
+    fts, stock = start_pair(dovecot, users=["alice"])
+    messages = [gen_message("fmtx", i) for i in range(8)]
+    for msg in messages:
+        fts.deliver("alice", msg)
+        stock.deliver("alice", msg)
+    queries = gen_queries("fmtx", range(8)) + ["SUBJECT fmtx", "FROM example"]
+    assert_same(fts, stock, "alice", queries, step="first index")
+    for dc in (fts, stock):
+        imap = dc.imap("alice")
+        imap.select("INBOX")
+        imap.uid("STORE", "2:3", "+FLAGS.SILENT", "(\\Deleted)")
+        imap.expunge()
+        imap.logout()
+    path_dir = index_dir(fts, "alice")
+    assert _tombstones(path_dir) == [2, 3]
+    ours = _meta_format(path_dir)
+    version, rest = re.fullmatch(rb"(\d+)(.*)", ours, re.S).groups()
+
+    mark = len(fts.log_text())
+    if case == "older-format":
+        older = str(int(version) - 1).encode() + rest
+        _write_meta_format(path_dir, older)
+        says = older
+    else:
+        fts.plugin_settings["fts_lmdb_headers"] = "Subject X-Mailer"
+        fts.reload()
+        says = ours
+    assert_same(fts, stock, "alice", queries, step=case)
+
+    rebuilt = log_lines(fts, r"fts-lmdb: .*was built with other settings "
+                        r"\(" + re.escape(says.decode()) + r"\), rebuilding it",
+                        mark)
+    assert rebuilt, f"no log line says the index of {says!r} was rebuilt"
+    now = _meta_format(path_dir)
+    assert re.fullmatch(rb"(\d+)(.*)", now, re.S).group(1) == version
+    assert (now == ours) == (case == "older-format")
+    assert _tombstones(path_dir) == [], \
+        "the old index's tombstones are still there: it was not rebuilt"
+    assert_log_clean(fts, mark, what=case)
