@@ -366,15 +366,6 @@ int fts_lmdb_box_record_put(struct fts_lmdb_backend *backend,
 			       error_r);
 }
 
-size_t fts_lmdb_numpack_size(uint64_t n)
-{
-	size_t size = 1;
-
-	for (; n >= 0x80; n >>= 7)
-		size++;
-	return size;
-}
-
 void fts_lmdb_token_key(buffer_t *key, uint32_t box_id,
 			const void *token, size_t size)
 {

@@ -79,8 +79,6 @@ uint32_t *fts_lmdb_box_record_list_count(struct fts_lmdb_box_record *rec,
    damage (the db is marked corrupted, so a failed write rebuilds). */
 int fts_lmdb_box_list_check(struct fts_lmdb_db *db, uint32_t expected,
 			    uint32_t count, const char **error_r);
-/* The bytes numpack_encode() writes for n */
-size_t fts_lmdb_numpack_size(uint64_t n);
 void fts_lmdb_token_key(buffer_t *key, uint32_t box_id,
 			const void *token, size_t size);
 /* a message's key in parts and guids: box id and UID, UID big endian */

@@ -1,19 +1,5 @@
-/* The sorted token blocks. A block's value:
-
-     numpack(0 if last, else 1 + size of the next block's key token)
-     the next block's key token
-     numpack(token count)
-     numpack(text size)
-     text: per token, ascending: numpack(bytes it shares with the token
-     before it, 0 for the first), numpack(size of the rest), the rest
-     per token: numpack(posting list size), the list; size 0 means the
-     list is under the token's key in the tokens database
-
-   Sorted tokens share long beginnings (addresses, URLs, message IDs):
-   writing each only after what it shares with the one before kept 46%
-   of the text out of the index at 6,046 messages. A read decodes the
-   text back into the tokens, each followed by '\n', so that a substring
-   search scans it as one string.
+/* The sorted token blocks of a mailbox, chained by their keys (a
+   block's value: fts-lmdb-block-value.c).
 
    The first block of a mailbox has the empty token as its key, so that
    every token has a block whose key is at or below it. Every read
@@ -28,32 +14,16 @@
 #include "fts-lmdb-find.h"
 #include "fts-lmdb-backend.h"
 #include "fts-lmdb-grams.h"
+#include "fts-lmdb-block-value.h"
 #include "fts-lmdb-blocks.h"
-
-struct fts_lmdb_block {
-	const unsigned char *low;
-	size_t low_size;
-	const unsigned char *next;
-	size_t next_size;
-	bool last;
-	uint64_t count;
-	/* decoded, in the buffer the block was parsed into */
-	const unsigned char *text, *text_end;
-	const unsigned char *postings, *end;
-};
-
-struct fts_lmdb_block_iter {
-	const struct fts_lmdb_block *block;
-	const unsigned char *t, *p;
-	uint64_t idx;
-};
 
 struct fts_lmdb_block_writer {
 	struct fts_lmdb_db *db;
 	uint32_t box_id;
-	buffer_t *low, *text, *postings, *key, *value;
-	/* the token written last into text */
-	buffer_t *prev;
+	/* the key token of the block being built */
+	buffer_t *low;
+	struct fts_lmdb_block_builder builder;
+	buffer_t *key, *value;
 	/* scratch: a token's key and lists, the block being rewritten */
 	buffer_t *list_key, *list, *list2, *copy;
 	unsigned int count;
@@ -62,155 +32,12 @@ struct fts_lmdb_block_writer {
 	struct fts_lmdb_grams *grams;
 };
 
-/* LMDB's order of keys */
-static int fts_lmdb_token_cmp(const unsigned char *t1, size_t size1,
-			      const unsigned char *t2, size_t size2)
-{
-	int ret = memcmp(t1, t2, I_MIN(size1, size2));
-
-	if (ret != 0)
-		return ret;
-	return size1 < size2 ? -1 : (size1 > size2 ? 1 : 0);
-}
-
 static int fts_lmdb_blocks_damaged(struct fts_lmdb_db *db, const char *what,
 				   const char **error_r)
 {
 	fts_lmdb_db_set_corrupted(db);
 	*error_r = what;
 	return -1;
-}
-
-static inline int fts_lmdb_block_numpack(const uint8_t **p,
-					 const uint8_t *end, uint64_t *num_r)
-{
-	/* nearly every size in a block is under 128 */
-	if (*p < end && **p < 0x80) {
-		*num_r = *(*p)++;
-		return 0;
-	}
-	return numpack_decode(p, end, num_r);
-}
-
-/* The text of count tokens from p to end, each followed by '\n', into
-   text. A full scan decodes every block, so this is kept to one
-   allocation and two copies per token. */
-static int fts_lmdb_block_decode(const uint8_t *p, const uint8_t *end,
-				 uint64_t count, buffer_t *text)
-{
-	unsigned char *base, *out, *prev;
-	size_t prev_size = 0;
-	uint64_t i, shared, rest;
-
-	buffer_set_used_size(text, 0);
-	base = buffer_get_space_unsafe(text, 0,
-				       count * (FTS_LMDB_TOKEN_MAX + 1));
-	out = prev = base;
-	for (i = 0; i < count; i++) {
-		if (fts_lmdb_block_numpack(&p, end, &shared) < 0 ||
-		    fts_lmdb_block_numpack(&p, end, &rest) < 0 ||
-		    shared > prev_size || rest > (uint64_t)(end - p) ||
-		    shared + rest == 0 || shared + rest > FTS_LMDB_TOKEN_MAX ||
-		    memchr(p, '\n', rest) != NULL)
-			return -1;
-		/* out is past prev's '\n': the copy doesn't overlap */
-		memcpy(out, prev, shared);
-		memcpy(out + shared, p, rest);
-		prev = out;
-		prev_size = shared + rest;
-		out += prev_size;
-		*out++ = '\n';
-		p += rest;
-	}
-	buffer_set_used_size(text, out - base);
-	return p == end ? 0 : -1;
-}
-
-/* A block's text is decoded into text, which it points to until the
-   buffer is used again. */
-static int fts_lmdb_block_parse(size_t prefix_size,
-				const void *key, size_t key_size,
-				const void *data, size_t size,
-				buffer_t *text, struct fts_lmdb_block *block_r)
-{
-	const uint8_t *p = data, *end = p + size;
-	uint64_t next, text_size;
-
-	i_zero(block_r);
-	if (key_size < prefix_size)
-		return -1;
-	block_r->low = CONST_PTR_OFFSET(key, prefix_size);
-	block_r->low_size = key_size - prefix_size;
-	if (numpack_decode(&p, end, &next) < 0)
-		return -1;
-	if (next == 0)
-		block_r->last = TRUE;
-	else {
-		next--;
-		if (next == 0 || next > (uint64_t)(end - p))
-			return -1;
-		block_r->next = p;
-		block_r->next_size = next;
-		p += next;
-		/* a block's range is not empty */
-		if (fts_lmdb_token_cmp(block_r->next, block_r->next_size,
-				       block_r->low, block_r->low_size) <= 0)
-			return -1;
-	}
-	if (numpack_decode(&p, end, &block_r->count) < 0 ||
-	    numpack_decode(&p, end, &text_size) < 0 ||
-	    text_size > (uint64_t)(end - p) ||
-	    text_size > FTS_LMDB_BLOCK_MAX ||
-	    block_r->count > text_size / 2 ||
-	    (block_r->count == 0) != (text_size == 0) ||
-	    fts_lmdb_block_decode(p, p + text_size, block_r->count,
-				  text) < 0)
-		return -1;
-	block_r->text = text->data;
-	block_r->text_end = block_r->text + text->used;
-	block_r->postings = p + text_size;
-	block_r->end = end;
-	return 0;
-}
-
-static void fts_lmdb_block_iter_init(struct fts_lmdb_block_iter *iter,
-				     const struct fts_lmdb_block *block)
-{
-	i_zero(iter);
-	iter->block = block;
-	iter->t = block->text;
-	iter->p = block->postings;
-}
-
-/* 1 for the next entry, 0 at the end, -1 if the block doesn't add up */
-static int fts_lmdb_block_iter_next(struct fts_lmdb_block_iter *iter,
-				    struct fts_lmdb_block_entry *entry_r)
-{
-	const struct fts_lmdb_block *block = iter->block;
-	const unsigned char *nl;
-	uint64_t size;
-
-	if (iter->idx == block->count) {
-		return iter->t == block->text_end &&
-			iter->p == block->end ? 0 : -1;
-	}
-	if (iter->t >= block->text_end)
-		return -1;
-	/* the text ends in '\n' */
-	nl = memchr(iter->t, '\n', block->text_end - iter->t);
-	if (nl == iter->t)
-		return -1;
-	entry_r->token = iter->t;
-	entry_r->size = nl - iter->t;
-	iter->t = nl + 1;
-	if (numpack_decode(&iter->p, block->end, &size) < 0 ||
-	    size > (uint64_t)(block->end - iter->p))
-		return -1;
-	entry_r->postings = size == 0 ? NULL : iter->p;
-	entry_r->postings_size = size;
-	iter->p += size;
-	iter->idx++;
-	return 1;
 }
 
 /* The block whose range holds token, read into block_r: 1 if found, 0 if
@@ -606,9 +433,7 @@ static void fts_lmdb_block_writer_init(struct fts_lmdb_block_writer *w,
 	w->db = db;
 	w->box_id = box_id;
 	w->low = t_buffer_create(FTS_LMDB_TOKEN_MAX);
-	w->prev = t_buffer_create(FTS_LMDB_TOKEN_MAX);
-	w->text = t_buffer_create(FTS_LMDB_BLOCK_MAX);
-	w->postings = t_buffer_create(FTS_LMDB_BLOCK_MAX);
+	fts_lmdb_block_builder_init(&w->builder);
 	w->key = t_buffer_create(FTS_LMDB_TOKEN_MAX + 8);
 	w->value = t_buffer_create(FTS_LMDB_BLOCK_MAX * 2);
 	w->list_key = t_buffer_create(FTS_LMDB_TOKEN_MAX + 8);
@@ -623,22 +448,7 @@ static void fts_lmdb_block_writer_start(struct fts_lmdb_block_writer *w,
 {
 	buffer_set_used_size(w->low, 0);
 	buffer_append(w->low, low, low_size);
-	buffer_set_used_size(w->prev, 0);
-	buffer_set_used_size(w->text, 0);
-	buffer_set_used_size(w->postings, 0);
-	w->count = 0;
-}
-
-/* How many bytes of token the writer's last token shares */
-static size_t fts_lmdb_block_writer_shared(struct fts_lmdb_block_writer *w,
-					   const unsigned char *token,
-					   size_t size)
-{
-	const unsigned char *prev = w->prev->data;
-	size_t i, max = I_MIN(size, w->prev->used);
-
-	for (i = 0; i < max && prev[i] == token[i]; i++) ;
-	return i;
+	fts_lmdb_block_builder_start(&w->builder);
 }
 
 static int fts_lmdb_block_writer_put(struct fts_lmdb_block_writer *w,
@@ -646,14 +456,8 @@ static int fts_lmdb_block_writer_put(struct fts_lmdb_block_writer *w,
 				     size_t next_size, bool last,
 				     const char **error_r)
 {
-	buffer_set_used_size(w->value, 0);
-	numpack_encode(w->value, last ? 0 : next_size + 1);
-	if (!last)
-		buffer_append(w->value, next, next_size);
-	numpack_encode(w->value, w->count);
-	numpack_encode(w->value, w->text->used);
-	buffer_append_buf(w->value, w->text, 0, SIZE_MAX);
-	buffer_append_buf(w->value, w->postings, 0, SIZE_MAX);
+	fts_lmdb_block_builder_finish(&w->builder, next, next_size, last,
+				      w->value);
 	fts_lmdb_token_key(w->key, w->box_id, w->low->data, w->low->used);
 	w->blocks++;
 	return fts_lmdb_db_put(w->db, FTS_LMDB_DBI_BLOCKS, w->key->data,
@@ -665,34 +469,13 @@ static int fts_lmdb_block_writer_add(struct fts_lmdb_block_writer *w,
 				     const struct fts_lmdb_block_entry *entry,
 				     const char **error_r)
 {
-	size_t shared = fts_lmdb_block_writer_shared(w, entry->token,
-						    entry->size);
-	/* a numpacked size of up to FTS_LMDB_BLOCK_POSTINGS_MAX is at
-	   most 2 bytes */
-	size_t entry_size = fts_lmdb_numpack_size(shared) +
-		fts_lmdb_numpack_size(entry->size - shared) +
-		entry->size - shared + 2 + entry->postings_size;
-
-	if (w->count > 0 &&
-	    w->text->used + w->postings->used + entry_size >
-	    FTS_LMDB_BLOCK_MAX) {
+	if (!fts_lmdb_block_builder_fits(&w->builder, entry)) {
 		if (fts_lmdb_block_writer_put(w, entry->token, entry->size,
 					      FALSE, error_r) < 0)
 			return -1;
 		fts_lmdb_block_writer_start(w, entry->token, entry->size);
-		shared = 0;
 	}
-	numpack_encode(w->text, shared);
-	numpack_encode(w->text, entry->size - shared);
-	buffer_append(w->text, entry->token + shared, entry->size - shared);
-	buffer_set_used_size(w->prev, 0);
-	buffer_append(w->prev, entry->token, entry->size);
-	numpack_encode(w->postings, entry->postings_size);
-	if (entry->postings != NULL) {
-		buffer_append(w->postings, entry->postings,
-			      entry->postings_size);
-	}
-	w->count++;
+	fts_lmdb_block_builder_add(&w->builder, entry);
 	return 0;
 }
 

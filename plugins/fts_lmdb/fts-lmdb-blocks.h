@@ -14,15 +14,10 @@
    every block the previous one names. */
 
 #include "fts-lmdb-postings.h"
-#include "fts-lmdb-tokens.h"
+#include "fts-lmdb-block-value.h"
 
 struct fts_lmdb_db;
 
-/* A block's text and lists are at most this many bytes, so that with
-   its header (at most 6 bytes and a token) and checksum it fills one
-   4 KB LMDB overflow page: LMDB packs values of a quarter page or more
-   badly into its leaf pages. */
-#define FTS_LMDB_BLOCK_MAX (4096 - 16 - 4 - 6 - FTS_LMDB_TOKEN_MAX)
 /* A posting list longer than this is kept under its own key in the
    tokens database: a common token would otherwise make every batch
    rewrite its block with a growing list. */
@@ -33,15 +28,6 @@ enum fts_lmdb_match {
 	FTS_LMDB_MATCH_SUFFIX,
 	FTS_LMDB_MATCH_PREFIX,
 	FTS_LMDB_MATCH_EXACT,
-};
-
-struct fts_lmdb_block_entry {
-	const unsigned char *token;
-	size_t size;
-	/* NULL if the list is under the token's key in the tokens
-	   database */
-	const unsigned char *postings;
-	size_t postings_size;
 };
 
 typedef int fts_lmdb_block_entry_callback_t(

@@ -29,6 +29,7 @@
 #include "sort.h"
 #include "fts-lmdb-db.h"
 #include "fts-lmdb-backend.h"
+#include "fts-lmdb-postings.h"
 #include "fts-lmdb-grams.h"
 
 #define FTS_LMDB_PREFIX_MAX 0xffffff

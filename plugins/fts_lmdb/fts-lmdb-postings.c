@@ -72,3 +72,12 @@ bool fts_lmdb_postings_iter_next(struct fts_lmdb_postings_iter *iter,
 	*mask_r = iter->mask;
 	return TRUE;
 }
+
+size_t fts_lmdb_numpack_size(uint64_t n)
+{
+	size_t size = 1;
+
+	for (; n >= 0x80; n >>= 7)
+		size++;
+	return size;
+}

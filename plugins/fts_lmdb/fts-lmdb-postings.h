@@ -38,4 +38,7 @@ void fts_lmdb_postings_iter_init(struct fts_lmdb_postings_iter *iter,
 bool fts_lmdb_postings_iter_next(struct fts_lmdb_postings_iter *iter,
 				 uint32_t *uid_r, uint32_t *mask_r);
 
+/* The bytes numpack_encode() writes for n */
+size_t fts_lmdb_numpack_size(uint64_t n);
+
 #endif

@@ -11,7 +11,9 @@
    4: a part map record as the index stores it;
    5: a message for the CRLF offset scan;
    6: a posting list as the index stores it (fts-lmdb-postings.c, the
-      other record the index reads back).
+      other record the index reads back);
+   7: a token block's value (fts-lmdb-block-value.c), under a key whose
+      token is empty or the piece seed's byte.
 
    For a body that the scanner accepts (modes 0-3):
    - the full decoding, as Dovecot's BINARY fetch does it, must succeed
@@ -26,19 +28,25 @@
    through the slice stream without a crash. The CRLF scan (mode 5) must
    count as IMAP does: a bare LF is two bytes. A posting list (mode 6)
    must give ascending UIDs until it ends or is found damaged, never a
-   UID out of order, and the same list when appended again. */
+   UID out of order, and the same list when appended again. A block
+   (mode 7) must be rejected, or give ascending tokens of 1 to
+   FTS_LMDB_TOKEN_MAX bytes without '\n', lists inside the value, and a
+   next key above its own; built again from what was read, it must read
+   back the same. */
 
 #include "lib.h"
 #include "array.h"
 #include "buffer.h"
 #include "str.h"
 #include "base64.h"
+#include "hex-binary.h"
 #include "qp-encoder.h"
 #include "istream.h"
 #include "istream-base64.h"
 #include "istream-qp.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-partmap.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-postings.h"
+#include "../../plugins/fts_lmdb/fts-lmdb-block-value.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-istream.h"
 #include "fuzz-common.h"
 
@@ -52,6 +60,7 @@ enum fuzz_partmap_mode {
 	FUZZ_PARTMAP_RECORD,
 	FUZZ_PARTMAP_CRLF,
 	FUZZ_PARTMAP_POSTINGS,
+	FUZZ_PARTMAP_BLOCK,
 
 	FUZZ_PARTMAP_MODE_COUNT
 };
@@ -586,6 +595,126 @@ static void fuzz_check_postings(const uint8_t *data, size_t size)
 	FUZZ_ASSERT(!iter2.failed);
 }
 
+/* The entries of a block that parsed, or FALSE if they don't add up */
+static bool fuzz_block_entries(const struct fts_lmdb_block *block,
+			       ARRAY_TYPE(const_string) *tokens,
+			       ARRAY_TYPE(const_string) *lists)
+{
+	struct fts_lmdb_block_iter iter;
+	struct fts_lmdb_block_entry entry;
+	const char *prev = NULL, *token, *list;
+	size_t prev_size = 0;
+	int ret;
+
+	fts_lmdb_block_iter_init(&iter, block);
+	while ((ret = fts_lmdb_block_iter_next(&iter, &entry)) > 0) {
+		FUZZ_ASSERT(entry.size >= 1 && entry.size <= FTS_LMDB_TOKEN_MAX);
+		FUZZ_ASSERT(memchr(entry.token, '\n', entry.size) == NULL);
+		FUZZ_ASSERT(entry.token >= block->text &&
+			    entry.token + entry.size < block->text_end);
+		if (entry.postings != NULL) {
+			FUZZ_ASSERT(entry.postings >= block->postings &&
+				    entry.postings + entry.postings_size <=
+				    block->end);
+		} else {
+			FUZZ_ASSERT(entry.postings_size == 0);
+		}
+		if (prev != NULL) {
+			FUZZ_ASSERT(fts_lmdb_token_cmp(
+				(const unsigned char *)prev, prev_size,
+				entry.token, entry.size) < 0);
+		}
+		/* as hex, so that a string keeps any byte */
+		token = binary_to_hex(entry.token, entry.size);
+		list = entry.postings == NULL ? "-" :
+			binary_to_hex(entry.postings, entry.postings_size);
+		array_push_back(tokens, &token);
+		array_push_back(lists, &list);
+		prev = (const char *)entry.token;
+		prev_size = entry.size;
+	}
+	if (ret == 0)
+		FUZZ_ASSERT(array_count(tokens) == block->count);
+	return ret == 0;
+}
+
+static void fuzz_check_block(const uint8_t *data, size_t size, uint8_t low)
+{
+	struct fts_lmdb_block block, block2;
+	struct fts_lmdb_block_builder builder;
+	struct fts_lmdb_block_entry entry;
+	ARRAY_TYPE(const_string) tokens, lists, tokens2, lists2;
+	buffer_t *text = t_buffer_create(8192), *text2;
+	buffer_t *value, *bytes = t_buffer_create(256);
+	const char *const *token, *const *list;
+	/* a mailbox prefix, then the key's token */
+	const unsigned char key[] = { 0x01, low };
+	size_t key_size = low == 0 ? 1 : 2;
+	unsigned int i;
+
+	if (fts_lmdb_block_parse(1, key, key_size, data, size, text,
+				 &block) < 0)
+		return;
+	FUZZ_ASSERT(block.low == key + 1 && block.low_size == key_size - 1);
+	FUZZ_ASSERT(block.postings >= data && block.end == data + size);
+	FUZZ_ASSERT(block.text_end - block.text <=
+		    (ptrdiff_t)(block.count * (FTS_LMDB_TOKEN_MAX + 1)));
+	if (!block.last) {
+		FUZZ_ASSERT(block.next >= data &&
+			    block.next + block.next_size <= data + size);
+		FUZZ_ASSERT(fts_lmdb_token_cmp(block.next, block.next_size,
+					       block.low, block.low_size) > 0);
+	}
+	t_array_init(&tokens, 16);
+	t_array_init(&lists, 16);
+	if (!fuzz_block_entries(&block, &tokens, &lists))
+		return;
+
+	/* built again from what was read */
+	fts_lmdb_block_builder_init(&builder);
+	fts_lmdb_block_builder_start(&builder);
+	for (i = 0; i < array_count(&tokens); i++) {
+		token = array_idx(&tokens, i);
+		list = array_idx(&lists, i);
+		i_zero(&entry);
+		buffer_set_used_size(bytes, 0);
+		hex_to_binary(*token, bytes);
+		entry.token = p_memdup(unsafe_data_stack_pool, bytes->data,
+				       bytes->used);
+		entry.size = bytes->used;
+		if (strcmp(*list, "-") != 0) {
+			buffer_set_used_size(bytes, 0);
+			hex_to_binary(*list, bytes);
+			entry.postings = p_memdup(unsafe_data_stack_pool,
+						  bytes->data, bytes->used);
+			entry.postings_size = bytes->used;
+		}
+		fts_lmdb_block_builder_add(&builder, &entry);
+	}
+	value = t_buffer_create(size + 16);
+	fts_lmdb_block_builder_finish(&builder, block.next, block.next_size,
+				      block.last, value);
+	text2 = t_buffer_create(8192);
+	FUZZ_ASSERT(fts_lmdb_block_parse(1, key, key_size, value->data,
+					 value->used, text2, &block2) == 0);
+	FUZZ_ASSERT(block2.last == block.last &&
+		    block2.next_size == block.next_size &&
+		    (block.last || memcmp(block2.next, block.next,
+					  block.next_size) == 0));
+	FUZZ_ASSERT(text2->used == text->used &&
+		    memcmp(text2->data, text->data, text->used) == 0);
+	t_array_init(&tokens2, 16);
+	t_array_init(&lists2, 16);
+	FUZZ_ASSERT(fuzz_block_entries(&block2, &tokens2, &lists2));
+	FUZZ_ASSERT(array_count(&tokens2) == array_count(&tokens));
+	for (i = 0; i < array_count(&tokens); i++) {
+		FUZZ_ASSERT(strcmp(array_idx_elem(&tokens, i),
+				   array_idx_elem(&tokens2, i)) == 0);
+		FUZZ_ASSERT(strcmp(array_idx_elem(&lists, i),
+				   array_idx_elem(&lists2, i)) == 0);
+	}
+}
+
 static void fuzz_partmap(const uint8_t *data, size_t size)
 {
 	struct fuzz_reader reader;
@@ -614,7 +743,7 @@ static void fuzz_partmap(const uint8_t *data, size_t size)
 	body = data + I_MIN(size, reader.pos);
 	body_size = size - I_MIN(size, reader.pos);
 	if (repeat > 1 && mode != FUZZ_PARTMAP_RECORD &&
-	    mode != FUZZ_PARTMAP_POSTINGS) {
+	    mode != FUZZ_PARTMAP_POSTINGS && mode != FUZZ_PARTMAP_BLOCK) {
 		repeated = t_buffer_create(body_size * repeat + 1);
 		for (i = 0; i < repeat; i++)
 			buffer_append(repeated, body, body_size);
@@ -647,6 +776,9 @@ static void fuzz_partmap(const uint8_t *data, size_t size)
 		break;
 	case FUZZ_PARTMAP_POSTINGS:
 		fuzz_check_postings(body, body_size);
+		break;
+	case FUZZ_PARTMAP_BLOCK:
+		fuzz_check_block(body, body_size, piece_seed);
 		break;
 	case FUZZ_PARTMAP_MODE_COUNT:
 		i_unreached();

@@ -15,6 +15,8 @@
 #include "../../plugins/fts_lmdb/fts-lmdb-partmap.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-checksum.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-find.h"
+#include "../../plugins/fts_lmdb/fts-lmdb-block-value.h"
+#include "numpack.h"
 #include "base64.h"
 #include "qp-decoder.h"
 
@@ -587,6 +589,381 @@ static void test_find(void)
 	test_end();
 }
 
+/* Tokens sharing beginnings of every length, lists in the block and
+   under the token's key (every third). */
+static const char *const block_tokens[] = {
+	"a", "ab", "abc", "abcd", "abd", "b", "ba", "bab", "zz", NULL
+};
+#define BLOCK_TOKEN_COUNT 11
+
+static void block_build(struct fts_lmdb_block_builder *b, buffer_t *tokens,
+			const char *next, buffer_t *value)
+{
+	static const unsigned char list[3] = { 0x02, 0x04, 0x06 };
+	unsigned char longest[FTS_LMDB_TOKEN_MAX];
+	struct fts_lmdb_block_entry entry;
+	unsigned int i;
+
+	fts_lmdb_block_builder_start(b);
+	for (i = 0; block_tokens[i] != NULL; i++) {
+		i_zero(&entry);
+		entry.token = (const unsigned char *)block_tokens[i];
+		entry.size = strlen(block_tokens[i]);
+		if (i % 3 != 2) {
+			entry.postings = list;
+			entry.postings_size = 1 + i % 3;
+		}
+		test_assert(fts_lmdb_block_builder_fits(b, &entry));
+		fts_lmdb_block_builder_add(b, &entry);
+		buffer_append(tokens, entry.token, entry.size);
+		buffer_append_c(tokens, '\n');
+	}
+	/* the longest token, then one sharing all but its last byte */
+	memset(longest, 'z', sizeof(longest));
+	for (i = 0; i < 2; i++) {
+		longest[sizeof(longest) - 1] = 'z' + i;
+		i_zero(&entry);
+		entry.token = longest;
+		entry.size = sizeof(longest);
+		entry.postings = list;
+		entry.postings_size = 1;
+		fts_lmdb_block_builder_add(b, &entry);
+		buffer_append(tokens, longest, sizeof(longest));
+		buffer_append_c(tokens, '\n');
+	}
+	fts_lmdb_block_builder_finish(b, (const unsigned char *)next,
+				      next == NULL ? 0 : strlen(next),
+				      next == NULL, value);
+}
+
+/* 0 if the block parses and its entries add up, -1 if it is rejected.
+   Whatever is accepted must point inside the value and the text, with
+   tokens of 1 to FTS_LMDB_TOKEN_MAX bytes and no '\n'. */
+static int block_read(const void *key, size_t key_size, size_t prefix_size,
+		      const void *data, size_t size, buffer_t *text)
+{
+	struct fts_lmdb_block block;
+	struct fts_lmdb_block_iter iter;
+	struct fts_lmdb_block_entry entry;
+	const unsigned char *start = data, *end = start + size;
+	uint64_t n = 0;
+	int ret;
+
+	if (fts_lmdb_block_parse(prefix_size, key, key_size, data, size,
+				 text, &block) < 0)
+		return -1;
+	test_assert(block.postings >= start && block.end == end);
+	if (!block.last) {
+		test_assert(block.next >= start &&
+			    block.next + block.next_size <= end);
+		test_assert(fts_lmdb_token_cmp(block.next, block.next_size,
+					       block.low, block.low_size) > 0);
+	}
+	fts_lmdb_block_iter_init(&iter, &block);
+	while ((ret = fts_lmdb_block_iter_next(&iter, &entry)) > 0) {
+		test_assert(entry.size >= 1 &&
+			    entry.size <= FTS_LMDB_TOKEN_MAX);
+		test_assert(entry.token >= block.text &&
+			    entry.token + entry.size < block.text_end);
+		test_assert(memchr(entry.token, '\n', entry.size) == NULL);
+		if (entry.postings != NULL) {
+			test_assert(entry.postings >= block.postings &&
+				    entry.postings + entry.postings_size <=
+				    block.end);
+		}
+		n++;
+	}
+	if (ret < 0)
+		return -1;
+	test_assert(n == block.count);
+	return 0;
+}
+
+static void test_block_roundtrip(void)
+{
+	struct fts_lmdb_block_builder b;
+	struct fts_lmdb_block block;
+	struct fts_lmdb_block_iter iter;
+	struct fts_lmdb_block_entry entry;
+	buffer_t *tokens = t_buffer_create(512), *value = t_buffer_create(512);
+	buffer_t *text = t_buffer_create(512);
+	unsigned int i, last;
+
+	test_begin("token block roundtrip");
+	fts_lmdb_block_builder_init(&b);
+	for (last = 0; last < 2; last++) {
+		buffer_set_used_size(tokens, 0);
+		block_build(&b, tokens, last == 1 ? NULL : "zz{", value);
+		/* a key of two bytes of mailbox prefix, then the block's
+		   lowest token "a" */
+		test_assert(fts_lmdb_block_parse(2, "\x01\x02" "a", 3,
+						 value->data, value->used,
+						 text, &block) == 0);
+		test_assert(block.low_size == 1 && block.low[0] == 'a');
+		test_assert(block.last == (last == 1));
+		if (last == 0) {
+			test_assert(block.next_size == 3 &&
+				    memcmp(block.next, "zz{", 3) == 0);
+		}
+		test_assert(block.count == BLOCK_TOKEN_COUNT);
+		/* the text decodes into the tokens, each ended by '\n' */
+		test_assert(text->used == tokens->used &&
+			    memcmp(text->data, tokens->data, text->used) == 0);
+		fts_lmdb_block_iter_init(&iter, &block);
+		for (i = 0; fts_lmdb_block_iter_next(&iter, &entry) > 0; i++) {
+			if (i >= N_ELEMENTS(block_tokens) - 1) {
+				test_assert_idx(entry.size ==
+						FTS_LMDB_TOKEN_MAX, i);
+				continue;
+			}
+			test_assert_idx(entry.size == strlen(block_tokens[i]) &&
+					memcmp(entry.token, block_tokens[i],
+					       entry.size) == 0, i);
+			test_assert_idx((entry.postings == NULL) ==
+					(i % 3 == 2), i);
+			test_assert_idx(entry.postings_size ==
+					(i % 3 == 2 ? 0 : 1 + i % 3), i);
+		}
+		test_assert(i == BLOCK_TOKEN_COUNT);
+		test_assert(fts_lmdb_block_iter_next(&iter, &entry) == 0);
+	}
+	/* sharing is kept to what is there: the text is smaller than the
+	   tokens */
+	test_assert(value->used < tokens->used);
+	test_end();
+}
+
+static void test_block_split(void)
+{
+	struct fts_lmdb_block_builder b;
+	struct fts_lmdb_block_entry entry;
+	unsigned char list[128];
+	buffer_t *value = t_buffer_create(8192), *text = t_buffer_create(8192);
+	const char *token;
+	unsigned int i;
+
+	test_begin("token block fills FTS_LMDB_BLOCK_MAX, never more");
+	memset(list, 0x02, sizeof(list));
+	fts_lmdb_block_builder_init(&b);
+	fts_lmdb_block_builder_start(&b);
+	i_zero(&entry);
+	entry.postings = list;
+	entry.postings_size = sizeof(list);
+	for (i = 0;; i++) {
+		/* the longest lists a block keeps */
+		token = t_strdup_printf("t%05u", i);
+		entry.token = (const unsigned char *)token;
+		entry.size = strlen(token);
+		if (!fts_lmdb_block_builder_fits(&b, &entry))
+			break;
+		fts_lmdb_block_builder_add(&b, &entry);
+	}
+	/* about 133 bytes an entry: full to within one */
+	test_assert(b.text->used + b.postings->used <= FTS_LMDB_BLOCK_MAX);
+	test_assert(b.text->used + b.postings->used + 2 * 133 >
+		    FTS_LMDB_BLOCK_MAX);
+	fts_lmdb_block_builder_finish(&b, NULL, 0, TRUE, value);
+	test_assert(block_read("", 0, 0, value->data, value->used, text) == 0);
+	/* an empty block takes an entry of any size */
+	fts_lmdb_block_builder_start(&b);
+	entry.postings_size = FTS_LMDB_BLOCK_MAX;
+	test_assert(fts_lmdb_block_builder_fits(&b, &entry));
+	test_end();
+}
+
+/* A value from its fields: next key (NULL: last), count, text, lists. */
+static const buffer_t *
+block_value(const char *next, uint64_t count, const void *text_data,
+	    size_t text_size, const void *lists, size_t lists_size)
+{
+	buffer_t *value = t_buffer_create(256);
+
+	numpack_encode(value, next == NULL ? 0 : strlen(next) + 1);
+	if (next != NULL)
+		buffer_append(value, next, strlen(next));
+	numpack_encode(value, count);
+	numpack_encode(value, text_size);
+	buffer_append(value, text_data, text_size);
+	buffer_append(value, lists, lists_size);
+	return value;
+}
+
+static int block_read_value(const char *low, const buffer_t *value)
+{
+	buffer_t *text = t_buffer_create(256);
+
+	return block_read(low, strlen(low), 0, value->data, value->used,
+			  text);
+}
+
+#define BLOCK_TEXT(text, count, ret) { text, sizeof(text) - 1, count, ret }
+static const struct {
+	const char *text;
+	size_t size;
+	unsigned int count;
+	int ret;
+} block_texts[] = {
+	/* the first token sharing a byte with no token before it */
+	BLOCK_TEXT("\x01\x01x", 1, -1),
+	/* a token sharing more than the one before has */
+	BLOCK_TEXT("\x00\x01x\x02\x01y", 2, -1),
+	/* an empty token; the same token twice; tokens out of order */
+	BLOCK_TEXT("\x00\x01x\x00\x00", 2, -1),
+	BLOCK_TEXT("\x00\x01x\x01\x00", 2, -1),
+	BLOCK_TEXT("\x00\x01x\x00\x01x", 2, -1),
+	BLOCK_TEXT("\x00\x02xy\x00\x01x", 2, -1),
+	BLOCK_TEXT("\x00\x02xy\x01\x00", 2, -1),
+	BLOCK_TEXT("\x00\x02xy\x01\x01" "a", 2, -1),
+	/* less shared than there is: not as written */
+	BLOCK_TEXT("\x00\x02xy\x00\x02xz", 2, -1),
+	/* "xz" and "xya", as written */
+	BLOCK_TEXT("\x00\x02xy\x01\x01z", 2, 0),
+	BLOCK_TEXT("\x00\x02xy\x02\x01" "a", 2, 0),
+};
+
+static void test_block_damage(void)
+{
+	/* two tokens "ab", "ac" (the second shares 1 byte), lists of 1 and
+	   0 (under the token's key) bytes */
+	static const unsigned char good_text[] = { 0, 2, 'a', 'b', 1, 1, 'c' };
+	static const unsigned char good_lists[] = { 1, 0x02, 0 };
+	unsigned char longest[FTS_LMDB_TOKEN_MAX + 1];
+	buffer_t *t = t_buffer_create(512), *text = t_buffer_create(64);
+	const buffer_t *value;
+	struct fts_lmdb_block block;
+	unsigned int i;
+
+	test_begin("damaged token blocks are rejected");
+#define GOOD_TEXT good_text, sizeof(good_text)
+#define GOOD_LISTS good_lists, sizeof(good_lists)
+	test_assert(block_read_value("a", block_value("b", 2, GOOD_TEXT,
+						      GOOD_LISTS)) == 0);
+	test_assert(block_read_value("", block_value(NULL, 2, GOOD_TEXT,
+						     GOOD_LISTS)) == 0);
+	/* a key shorter than the mailbox prefix */
+	test_assert(fts_lmdb_block_parse(4, "abc", 3, "\0\0\0", 3, text,
+					 &block) < 0);
+	/* an empty next key; one longer than the value; one at or below
+	   the block's own key (an empty range) */
+	test_assert(block_read_value("a", block_value("", 2, GOOD_TEXT,
+						      GOOD_LISTS)) < 0);
+	test_assert(block_read_value("a", block_value("a", 2, GOOD_TEXT,
+						      GOOD_LISTS)) < 0);
+	test_assert(block_read_value("b", block_value("a", 2, GOOD_TEXT,
+						      GOOD_LISTS)) < 0);
+	test_assert(block_read_value("a", block_value("b", 2, GOOD_TEXT,
+						      GOOD_LISTS)) == 0);
+	test_assert(fts_lmdb_block_parse(0, "", 0, "\x05zz", 3, text,
+					 &block) < 0);
+	/* counts that don't match the text */
+	test_assert(block_read_value("", block_value(NULL, 1, GOOD_TEXT,
+						     GOOD_LISTS)) < 0);
+	test_assert(block_read_value("", block_value(NULL, 3, GOOD_TEXT,
+						     GOOD_LISTS)) < 0);
+	test_assert(block_read_value("", block_value(NULL, 0, GOOD_TEXT,
+						     GOOD_LISTS)) < 0);
+	test_assert(block_read_value("", block_value(NULL, 1, "", 0,
+						     GOOD_LISTS)) < 0);
+	test_assert(block_read_value("", block_value(NULL, 0, "", 0,
+						     "", 0)) == 0);
+	/* a count that would have the text decoded into petabytes */
+	test_assert(block_read_value("", block_value(NULL, (uint64_t)1 << 40,
+						     GOOD_TEXT, GOOD_LISTS)) < 0);
+	/* a text over FTS_LMDB_BLOCK_MAX, of tokens otherwise valid */
+	buffer_set_used_size(t, 0);
+	for (i = 0; i < 40; i++) {
+		numpack_encode(t, 0);
+		numpack_encode(t, 100);
+		/* sharing nothing with the one before */
+		memset(longest, 'A' + i, 100);
+		buffer_append(t, longest, 100);
+	}
+	test_assert(t->used > FTS_LMDB_BLOCK_MAX);
+	test_assert(block_read_value("", block_value(NULL, 40, t->data,
+		t->used, "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+		"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+		"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+		"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 40)) < 0);
+	/* a text size past the value's end */
+	test_assert(fts_lmdb_block_parse(0, "", 0, "\x00\x01\x09\x00\x01",
+					 5, text, &block) < 0);
+	/* texts of two tokens (one for the first case), each list empty */
+	for (i = 0; i < N_ELEMENTS(block_texts); i++) {
+		test_assert_idx(block_read_value("", block_value(NULL,
+			block_texts[i].count, block_texts[i].text,
+			block_texts[i].size, "\x00\x00",
+			block_texts[i].count)) == block_texts[i].ret, i);
+	}
+	/* a token with '\n', which would split it in the scanned text
+	   (rejected by the parse, before any scan of the text) */
+	value = block_value(NULL, 1, "\x00\x03x\ny", 5, "\x00", 1);
+	test_assert(fts_lmdb_block_parse(0, "", 0, value->data, value->used,
+					 text, &block) < 0);
+	/* a token over FTS_LMDB_TOKEN_MAX, whole or with what it shares */
+	memset(longest, 'x', sizeof(longest));
+	for (i = 0; i < 3; i++) {
+		buffer_set_used_size(t, 0);
+		numpack_encode(t, 0);
+		numpack_encode(t, FTS_LMDB_TOKEN_MAX + (i == 0 ? 1 : 0));
+		buffer_append(t, longest, FTS_LMDB_TOKEN_MAX + (i == 0 ? 1 : 0));
+		if (i == 2) {
+			/* all of it, and one more byte */
+			numpack_encode(t, FTS_LMDB_TOKEN_MAX);
+			numpack_encode(t, 1);
+			buffer_append_c(t, 'y');
+		}
+		test_assert_idx(block_read_value("", block_value(NULL,
+			i == 2 ? 2 : 1, t->data, t->used, "\x00\x00",
+			i == 2 ? 2 : 1)) == (i == 1 ? 0 : -1), i);
+	}
+	/* text left over after count tokens */
+	test_assert(block_read_value("", block_value(NULL, 1,
+		"\x00\x01x\x00\x01y", 6, "\x00", 1)) < 0);
+	/* lists: one past the end, one missing, bytes left after them */
+	test_assert(block_read_value("", block_value(NULL, 2, GOOD_TEXT,
+						     "\x01\x02\x05\x01", 4)) < 0);
+	test_assert(block_read_value("", block_value(NULL, 2, GOOD_TEXT,
+						     "\x01\x02", 2)) < 0);
+	test_assert(block_read_value("", block_value(NULL, 2, GOOD_TEXT,
+						     "\x01\x02\x00\x07", 4)) < 0);
+#undef GOOD_TEXT
+#undef GOOD_LISTS
+	test_end();
+}
+
+static void test_block_truncated_and_flipped(void)
+{
+	struct fts_lmdb_block_builder b;
+	buffer_t *tokens = t_buffer_create(512), *value = t_buffer_create(512);
+	buffer_t *copy = t_buffer_create(512), *text = t_buffer_create(4096);
+	unsigned char *p;
+	unsigned int i, bit, accepted = 0;
+
+	test_begin("truncated and flipped token blocks");
+	fts_lmdb_block_builder_init(&b);
+	block_build(&b, tokens, "zz{", value);
+	/* every cut ends inside a list or sooner: rejected */
+	for (i = 0; i < value->used; i++) {
+		test_assert_idx(block_read("a", 1, 0, value->data, i,
+					   text) < 0, i);
+	}
+	/* a flipped bit is rejected, or reads as a block whose every
+	   pointer is inside it (the checksum around it is what tells) */
+	for (i = 0; i < value->used; i++) {
+		for (bit = 0; bit < 8; bit++) {
+			buffer_set_used_size(copy, 0);
+			buffer_append_buf(copy, value, 0, SIZE_MAX);
+			p = buffer_get_modifiable_data(copy, NULL);
+			p[i] ^= 1 << bit;
+			if (block_read("a", 1, 0, copy->data, copy->used,
+				       text) == 0)
+				accepted++;
+		}
+	}
+	test_assert(accepted < value->used * 8);
+	test_end();
+}
+
 int main(void)
 {
 	static void (*const tests[])(void) = {
@@ -602,6 +979,10 @@ int main(void)
 		test_partmap_record,
 		test_checksum,
 		test_find,
+		test_block_roundtrip,
+		test_block_split,
+		test_block_damage,
+		test_block_truncated_and_flipped,
 		NULL
 	};
 	return test_run(tests);
