@@ -83,7 +83,8 @@ FTS_LMDB_CORE = plugins/fts_lmdb/fts-lmdb-tokens.c \
 	plugins/fts_lmdb/fts-lmdb-partmap.c \
 	plugins/fts_lmdb/fts-lmdb-checksum.c \
 	plugins/fts_lmdb/fts-lmdb-find.c \
-	plugins/fts_lmdb/fts-lmdb-block-value.c
+	plugins/fts_lmdb/fts-lmdb-block-value.c \
+	plugins/fts_lmdb/fts-lmdb-grams-page.c
 FTS_LMDB_PLUGIN = plugins/fts_lmdb/fts-lmdb-plugin.c \
 	plugins/fts_lmdb/fts-lmdb-user.c \
 	plugins/fts_lmdb/fts-lmdb-settings.c \

@@ -8,7 +8,6 @@
 #include "lib.h"
 #include "array.h"
 #include "buffer.h"
-#include "numpack.h"
 #include "seq-range-array.h"
 #include "fts-lmdb-db.h"
 #include "fts-lmdb-find.h"

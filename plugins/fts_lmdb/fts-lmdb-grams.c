@@ -4,15 +4,8 @@
      box id               the head: the mailbox has a filter
      box id + 3 bytes     a page: the lowest trigram it may hold
 
-   A page, which fills about one 4 KB LMDB overflow page:
-     1 if another page follows, then its key's 3 bytes; else 0
-     per trigram, ascending:
-       numpack(its distance from the trigram before, or from the page's
-       key for the first)
-       numpack(size of its list)
-       the list: the prefixes of the tokens that hold the trigram,
-       ascending, numpacked, each after the first as its distance from
-       the one before
+   A page, which fills about one 4 KB LMDB overflow page, holds
+   trigrams and their lists of prefixes (fts-lmdb-grams-page.c).
 
    The first page's key is trigram 0, so that every trigram has a page
    at or below it, and every page names the next one's key: a lookup
@@ -25,18 +18,11 @@
 #include "lib.h"
 #include "array.h"
 #include "buffer.h"
-#include "numpack.h"
 #include "sort.h"
 #include "fts-lmdb-db.h"
 #include "fts-lmdb-backend.h"
-#include "fts-lmdb-postings.h"
+#include "fts-lmdb-grams-page.h"
 #include "fts-lmdb-grams.h"
-
-#define FTS_LMDB_PREFIX_MAX 0xffffff
-#define FTS_LMDB_GRAM_MAX 0xffffff
-/* a page's trigrams: with its 4-byte header and the checksum, one
-   overflow page (4096 bytes less LMDB's 16-byte page header) */
-#define FTS_LMDB_GRAMS_PAGE_MAX (4096 - 16 - 4 - 4)
 
 struct fts_lmdb_grams {
 	/* trigram << 24 | prefix */
@@ -45,11 +31,6 @@ struct fts_lmdb_grams {
 	ARRAY(uint32_t) group;
 	uint32_t group_prefix;
 };
-
-static uint32_t fts_lmdb_gram_at(const unsigned char *p)
-{
-	return ((uint32_t)p[0] << 16) | ((uint32_t)p[1] << 8) | p[2];
-}
 
 static int fts_lmdb_grams_damaged(struct fts_lmdb_db *db, const char *what,
 				  const char **error_r)
@@ -116,80 +97,6 @@ void fts_lmdb_grams_add_token(struct fts_lmdb_grams *grams,
 	}
 }
 
-static int fts_lmdb_grams_list_decode(const unsigned char *p, size_t size,
-				      ARRAY_TYPE(fts_lmdb_prefix) *dest)
-{
-	const unsigned char *end = p + size;
-	uint64_t v, prev = 0;
-	uint32_t prefix;
-
-	array_clear(dest);
-	if (size == 0)
-		return -1;
-	while (p < end) {
-		if (numpack_decode(&p, end, &v) < 0)
-			return -1;
-		if (array_count(dest) > 0) {
-			if (v == 0)
-				return -1;
-			v += prev;
-		}
-		if (v > FTS_LMDB_PREFIX_MAX)
-			return -1;
-		prefix = v;
-		array_push_back(dest, &prefix);
-		prev = v;
-	}
-	return 0;
-}
-
-static void fts_lmdb_grams_list_encode(buffer_t *dest, const uint32_t *prefixes,
-				       unsigned int count)
-{
-	unsigned int i;
-
-	for (i = 0; i < count; i++) {
-		numpack_encode(dest, i == 0 ? prefixes[0] :
-			       prefixes[i] - prefixes[i - 1]);
-	}
-}
-
-/* Merges new (the prefixes of pairs, which all have one trigram) into the
-   list at old, into dest. */
-static int fts_lmdb_grams_list_merge(const unsigned char *old, size_t old_size,
-				     const uint64_t *pairs, unsigned int count,
-				     ARRAY_TYPE(fts_lmdb_prefix) *scratch,
-				     ARRAY_TYPE(fts_lmdb_prefix) *merged,
-				     buffer_t *dest)
-{
-	const uint32_t *a = NULL;
-	unsigned int i = 0, j = 0, a_count;
-	uint32_t next;
-
-	array_clear(merged);
-	if (old == NULL)
-		a_count = 0;
-	else {
-		if (fts_lmdb_grams_list_decode(old, old_size, scratch) < 0)
-			return -1;
-		a = array_get(scratch, &a_count);
-	}
-	while (i < a_count || j < count) {
-		if (j == count ||
-		    (i < a_count && a[i] < (pairs[j] & FTS_LMDB_PREFIX_MAX)))
-			next = a[i++];
-		else {
-			next = pairs[j++] & FTS_LMDB_PREFIX_MAX;
-			if (i < a_count && a[i] == next)
-				i++;
-		}
-		array_push_back(merged, &next);
-	}
-	a = array_get(merged, &a_count);
-	fts_lmdb_grams_list_encode(dest, a, a_count);
-	return 0;
-}
-
 void fts_lmdb_grams_reset(struct fts_lmdb_grams *grams)
 {
 	array_clear(&grams->pairs);
@@ -208,84 +115,6 @@ static void fts_lmdb_grams_unique(ARRAY_TYPE(uint64_t) *pairs)
 			p[n++] = p[i];
 	}
 	array_delete(pairs, n, count - n);
-}
-
-struct fts_lmdb_grams_page {
-	uint32_t low, next;
-	bool last;
-	const unsigned char *p, *end;
-};
-
-struct fts_lmdb_grams_page_iter {
-	const struct fts_lmdb_grams_page *page;
-	const unsigned char *p;
-	uint32_t prev;
-	bool started;
-};
-
-static int fts_lmdb_grams_page_parse(const unsigned char *low,
-				     const void *data, size_t size,
-				     struct fts_lmdb_grams_page *page_r)
-{
-	const unsigned char *p = data, *end = p + size;
-
-	i_zero(page_r);
-	page_r->low = fts_lmdb_gram_at(low);
-	if (size < 1)
-		return -1;
-	if (*p == 0) {
-		page_r->last = TRUE;
-		p++;
-	} else if (*p == 1 && size >= 4) {
-		page_r->next = fts_lmdb_gram_at(p + 1);
-		p += 4;
-		/* a page's range is not empty */
-		if (page_r->next <= page_r->low)
-			return -1;
-	} else {
-		return -1;
-	}
-	page_r->p = p;
-	page_r->end = end;
-	return 0;
-}
-
-static void fts_lmdb_grams_page_iter_init(struct fts_lmdb_grams_page_iter *iter,
-					  const struct fts_lmdb_grams_page *page)
-{
-	i_zero(iter);
-	iter->page = page;
-	iter->p = page->p;
-	iter->prev = page->low;
-}
-
-/* The next trigram of a page: 1 if found, 0 at the end, -1 if the page
-   doesn't add up. */
-static int fts_lmdb_grams_page_next(struct fts_lmdb_grams_page_iter *iter,
-				    uint32_t *gram_r,
-				    const unsigned char **list_r,
-				    size_t *list_size_r)
-{
-	const struct fts_lmdb_grams_page *page = iter->page;
-	uint64_t delta, size, gram;
-
-	if (iter->p == page->end)
-		return 0;
-	if (numpack_decode(&iter->p, page->end, &delta) < 0 ||
-	    (delta == 0 && iter->started) ||
-	    numpack_decode(&iter->p, page->end, &size) < 0 || size == 0 ||
-	    size > (uint64_t)(page->end - iter->p))
-		return -1;
-	gram = iter->prev + delta;
-	if (gram > FTS_LMDB_GRAM_MAX || (!page->last && gram >= page->next))
-		return -1;
-	iter->started = TRUE;
-	iter->prev = gram;
-	*gram_r = gram;
-	*list_r = iter->p;
-	*list_size_r = size;
-	iter->p += size;
-	return 1;
 }
 
 /* The page whose range holds gram: 1 if found, -1 on error or damage
@@ -358,37 +187,20 @@ int fts_lmdb_grams_exist(struct fts_lmdb_db *db, uint32_t box_id,
 struct fts_lmdb_grams_writer {
 	struct fts_lmdb_db *db;
 	uint32_t box_id;
-	buffer_t *key, *old, *entries, *list, *value;
+	struct fts_lmdb_grams_page_builder builder;
+	buffer_t *key, *old, *list, *value;
 	ARRAY_TYPE(fts_lmdb_prefix) scratch, merged;
-	uint32_t low, prev;
-	unsigned int count;
 };
-
-static void fts_lmdb_grams_writer_start(struct fts_lmdb_grams_writer *w,
-					uint32_t low)
-{
-	w->low = w->prev = low;
-	w->count = 0;
-	buffer_set_used_size(w->entries, 0);
-}
 
 static int fts_lmdb_grams_writer_put(struct fts_lmdb_grams_writer *w,
 				     uint32_t next, bool last,
 				     const char **error_r)
 {
-	const unsigned char low[3] = { w->low >> 16, (w->low >> 8) & 0xff,
-				       w->low & 0xff };
+	uint32_t first = w->builder.low;
+	const unsigned char low[3] = { first >> 16, (first >> 8) & 0xff,
+				       first & 0xff };
 
-	buffer_set_used_size(w->value, 0);
-	if (last)
-		buffer_append_c(w->value, 0);
-	else {
-		buffer_append_c(w->value, 1);
-		buffer_append_c(w->value, next >> 16);
-		buffer_append_c(w->value, (next >> 8) & 0xff);
-		buffer_append_c(w->value, next & 0xff);
-	}
-	buffer_append_buf(w->value, w->entries, 0, SIZE_MAX);
+	fts_lmdb_grams_page_builder_finish(&w->builder, next, last, w->value);
 	fts_lmdb_token_key(w->key, w->box_id, low, sizeof(low));
 	return fts_lmdb_db_put(w->db, FTS_LMDB_DBI_GRAMS, w->key->data,
 			       w->key->used, w->value->data, w->value->used,
@@ -400,20 +212,14 @@ static int fts_lmdb_grams_writer_put(struct fts_lmdb_grams_writer *w,
 static int fts_lmdb_grams_writer_add(struct fts_lmdb_grams_writer *w,
 				     uint32_t gram, const char **error_r)
 {
-	size_t size = fts_lmdb_numpack_size(gram - w->prev) +
-		fts_lmdb_numpack_size(w->list->used) + w->list->used;
-
-	if (w->count > 0 &&
-	    w->entries->used + size > FTS_LMDB_GRAMS_PAGE_MAX) {
+	if (!fts_lmdb_grams_page_builder_fits(&w->builder, gram,
+					      w->list->used)) {
 		if (fts_lmdb_grams_writer_put(w, gram, FALSE, error_r) < 0)
 			return -1;
-		fts_lmdb_grams_writer_start(w, gram);
+		fts_lmdb_grams_page_builder_start(&w->builder, gram);
 	}
-	numpack_encode(w->entries, gram - w->prev);
-	numpack_encode(w->entries, w->list->used);
-	buffer_append_buf(w->entries, w->list, 0, SIZE_MAX);
-	w->prev = gram;
-	w->count++;
+	fts_lmdb_grams_page_builder_add(&w->builder, gram, w->list->data,
+					w->list->used);
 	return 0;
 }
 
@@ -432,7 +238,7 @@ static int fts_lmdb_grams_page_merge(struct fts_lmdb_grams_writer *w,
 	bool have_old, have_new;
 	int ret;
 
-	fts_lmdb_grams_writer_start(w, page->low);
+	fts_lmdb_grams_page_builder_start(&w->builder, page->low);
 	fts_lmdb_grams_page_iter_init(&iter, page);
 	if ((ret = fts_lmdb_grams_page_next(&iter, &old_gram, &list,
 					    &list_size)) < 0)
@@ -509,7 +315,7 @@ int fts_lmdb_grams_write(struct fts_lmdb_grams *grams,
 	w.box_id = box_id;
 	w.key = t_buffer_create(16);
 	w.old = t_buffer_create(FTS_LMDB_GRAMS_PAGE_MAX + 16);
-	w.entries = t_buffer_create(FTS_LMDB_GRAMS_PAGE_MAX + 16);
+	fts_lmdb_grams_page_builder_init(&w.builder);
 	w.list = t_buffer_create(256);
 	w.value = t_buffer_create(FTS_LMDB_GRAMS_PAGE_MAX + 16);
 	t_array_init(&w.scratch, 64);

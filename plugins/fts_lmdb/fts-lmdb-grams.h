@@ -21,13 +21,10 @@
 
 #define FTS_LMDB_GRAMS_MIN_BLOCKS 0
 
-#include "array.h"
+#include "fts-lmdb-grams-page.h"
 
 struct fts_lmdb_db;
 struct fts_lmdb_grams;
-
-/* A prefix as a number: its three bytes, big endian. */
-ARRAY_DEFINE_TYPE(fts_lmdb_prefix, uint32_t);
 
 struct fts_lmdb_grams *fts_lmdb_grams_init(void);
 void fts_lmdb_grams_deinit(struct fts_lmdb_grams **grams);

@@ -13,7 +13,9 @@
    6: a posting list as the index stores it (fts-lmdb-postings.c, the
       other record the index reads back);
    7: a token block's value (fts-lmdb-block-value.c), under a key whose
-      token is empty or the piece seed's byte.
+      token is empty or the piece seed's byte;
+   8: a page of the trigram filter (fts-lmdb-grams-page.c), under the
+      key of trigram piece seed, spacing - 1, 0.
 
    For a body that the scanner accepts (modes 0-3):
    - the full decoding, as Dovecot's BINARY fetch does it, must succeed
@@ -32,7 +34,9 @@
    (mode 7) must be rejected, or give ascending tokens of 1 to
    FTS_LMDB_TOKEN_MAX bytes without '\n', lists inside the value, and a
    next key above its own; built again from what was read, it must read
-   back the same. */
+   back the same. So must a trigram page (mode 8), whose trigrams must
+   ascend from its key to below the next page's, each with a list of
+   prefixes ascending. */
 
 #include "lib.h"
 #include "array.h"
@@ -47,6 +51,7 @@
 #include "../../plugins/fts_lmdb/fts-lmdb-partmap.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-postings.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-block-value.h"
+#include "../../plugins/fts_lmdb/fts-lmdb-grams-page.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-istream.h"
 #include "fuzz-common.h"
 
@@ -61,6 +66,7 @@ enum fuzz_partmap_mode {
 	FUZZ_PARTMAP_CRLF,
 	FUZZ_PARTMAP_POSTINGS,
 	FUZZ_PARTMAP_BLOCK,
+	FUZZ_PARTMAP_GRAMS_PAGE,
 
 	FUZZ_PARTMAP_MODE_COUNT
 };
@@ -715,6 +721,109 @@ static void fuzz_check_block(const uint8_t *data, size_t size, uint8_t low)
 	}
 }
 
+/* The trigrams of a page that parsed, with their prefixes (a list's
+   end marked by FTS_LMDB_PREFIX_MAX + 1), or FALSE if they don't add
+   up */
+static bool fuzz_grams_entries(const struct fts_lmdb_grams_page *page,
+			       ARRAY_TYPE(uint32_t) *grams,
+			       ARRAY_TYPE(uint32_t) *prefixes)
+{
+	struct fts_lmdb_grams_page_iter iter;
+	ARRAY_TYPE(fts_lmdb_prefix) list;
+	const unsigned char *list_data;
+	const uint32_t *p;
+	const uint32_t end_mark = FTS_LMDB_PREFIX_MAX + 1;
+	size_t list_size;
+	uint32_t gram;
+	unsigned int i, count;
+	int ret;
+
+	t_array_init(&list, 16);
+	fts_lmdb_grams_page_iter_init(&iter, page);
+	while ((ret = fts_lmdb_grams_page_next(&iter, &gram, &list_data,
+					       &list_size)) > 0) {
+		FUZZ_ASSERT(gram >= page->low && gram <= FTS_LMDB_GRAM_MAX);
+		FUZZ_ASSERT(page->last || gram < page->next);
+		FUZZ_ASSERT(array_count(grams) == 0 ||
+			    gram > *array_idx(grams, array_count(grams) - 1));
+		FUZZ_ASSERT(list_data >= page->p &&
+			    list_data + list_size <= page->end);
+		if (fts_lmdb_grams_list_decode(list_data, list_size,
+					       &list) < 0)
+			return FALSE;
+		p = array_get(&list, &count);
+		FUZZ_ASSERT(count > 0);
+		for (i = 0; i < count; i++) {
+			FUZZ_ASSERT(p[i] <= FTS_LMDB_PREFIX_MAX);
+			FUZZ_ASSERT(i == 0 || p[i] > p[i - 1]);
+		}
+		array_push_back(grams, &gram);
+		array_append_array(prefixes, &list);
+		array_push_back(prefixes, &end_mark);
+	}
+	return ret == 0;
+}
+
+static void fuzz_check_grams_page(const uint8_t *data, size_t size,
+				  const unsigned char low[3])
+{
+	struct fts_lmdb_grams_page page, page2;
+	struct fts_lmdb_grams_page_builder builder;
+	ARRAY_TYPE(uint32_t) grams, prefixes, grams2, prefixes2;
+	ARRAY_TYPE(fts_lmdb_prefix) scratch, merged;
+	ARRAY_TYPE(uint64_t) pairs;
+	buffer_t *list, *value;
+	const uint32_t *p;
+	uint64_t pair;
+	unsigned int i, j, count;
+
+	if (fts_lmdb_grams_page_parse(low, data, size, &page) < 0)
+		return;
+	FUZZ_ASSERT(page.low == fts_lmdb_gram_at(low));
+	FUZZ_ASSERT(page.last || page.next > page.low);
+	FUZZ_ASSERT(page.p >= data && page.end == data + size);
+	t_array_init(&grams, 16);
+	t_array_init(&prefixes, 64);
+	if (!fuzz_grams_entries(&page, &grams, &prefixes))
+		return;
+
+	/* built again from what was read, each list by a merge into
+	   none */
+	t_array_init(&scratch, 16);
+	t_array_init(&merged, 16);
+	t_array_init(&pairs, 16);
+	list = t_buffer_create(64);
+	value = t_buffer_create(size + 16);
+	fts_lmdb_grams_page_builder_init(&builder);
+	fts_lmdb_grams_page_builder_start(&builder, page.low);
+	p = array_get(&prefixes, &count);
+	for (i = 0, j = 0; i < array_count(&grams); i++, j++) {
+		array_clear(&pairs);
+		for (; p[j] <= FTS_LMDB_PREFIX_MAX; j++) {
+			pair = ((uint64_t)*array_idx(&grams, i) << 24) | p[j];
+			array_push_back(&pairs, &pair);
+		}
+		buffer_set_used_size(list, 0);
+		FUZZ_ASSERT(fts_lmdb_grams_list_merge(NULL, 0,
+			array_front(&pairs), array_count(&pairs),
+			&scratch, &merged, list) == 0);
+		fts_lmdb_grams_page_builder_add(&builder,
+			*array_idx(&grams, i), list->data, list->used);
+	}
+	FUZZ_ASSERT(j == count);
+	fts_lmdb_grams_page_builder_finish(&builder, page.next, page.last,
+					   value);
+	FUZZ_ASSERT(fts_lmdb_grams_page_parse(low, value->data, value->used,
+					      &page2) == 0);
+	FUZZ_ASSERT(page2.last == page.last &&
+		    (page.last || page2.next == page.next));
+	t_array_init(&grams2, 16);
+	t_array_init(&prefixes2, 64);
+	FUZZ_ASSERT(fuzz_grams_entries(&page2, &grams2, &prefixes2));
+	FUZZ_ASSERT(array_cmp(&grams, &grams2));
+	FUZZ_ASSERT(array_cmp(&prefixes, &prefixes2));
+}
+
 static void fuzz_partmap(const uint8_t *data, size_t size)
 {
 	struct fuzz_reader reader;
@@ -725,6 +834,7 @@ static void fuzz_partmap(const uint8_t *data, size_t size)
 	uint32_t piece_seed, slice_seed;
 	unsigned int i, repeat;
 	uint8_t mode_byte;
+	unsigned char low[3];
 	uoff_t spacing;
 	size_t body_size;
 
@@ -743,7 +853,8 @@ static void fuzz_partmap(const uint8_t *data, size_t size)
 	body = data + I_MIN(size, reader.pos);
 	body_size = size - I_MIN(size, reader.pos);
 	if (repeat > 1 && mode != FUZZ_PARTMAP_RECORD &&
-	    mode != FUZZ_PARTMAP_POSTINGS && mode != FUZZ_PARTMAP_BLOCK) {
+	    mode != FUZZ_PARTMAP_POSTINGS && mode != FUZZ_PARTMAP_BLOCK &&
+	    mode != FUZZ_PARTMAP_GRAMS_PAGE) {
 		repeated = t_buffer_create(body_size * repeat + 1);
 		for (i = 0; i < repeat; i++)
 			buffer_append(repeated, body, body_size);
@@ -779,6 +890,12 @@ static void fuzz_partmap(const uint8_t *data, size_t size)
 		break;
 	case FUZZ_PARTMAP_BLOCK:
 		fuzz_check_block(body, body_size, piece_seed);
+		break;
+	case FUZZ_PARTMAP_GRAMS_PAGE:
+		low[0] = piece_seed;
+		low[1] = spacing - 1;
+		low[2] = 0;
+		fuzz_check_grams_page(body, body_size, low);
 		break;
 	case FUZZ_PARTMAP_MODE_COUNT:
 		i_unreached();

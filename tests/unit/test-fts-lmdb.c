@@ -16,6 +16,7 @@
 #include "../../plugins/fts_lmdb/fts-lmdb-checksum.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-find.h"
 #include "../../plugins/fts_lmdb/fts-lmdb-block-value.h"
+#include "../../plugins/fts_lmdb/fts-lmdb-grams-page.h"
 #include "numpack.h"
 #include "base64.h"
 #include "qp-decoder.h"
@@ -931,13 +932,23 @@ static void test_block_damage(void)
 	test_end();
 }
 
+/* value with bit i flipped, into copy */
+static void flip_bit(buffer_t *copy, const buffer_t *value, unsigned int i)
+{
+	unsigned char *p;
+
+	buffer_set_used_size(copy, 0);
+	buffer_append_buf(copy, value, 0, SIZE_MAX);
+	p = buffer_get_modifiable_data(copy, NULL);
+	p[i / 8] ^= 1 << (i % 8);
+}
+
 static void test_block_truncated_and_flipped(void)
 {
 	struct fts_lmdb_block_builder b;
 	buffer_t *tokens = t_buffer_create(512), *value = t_buffer_create(512);
 	buffer_t *copy = t_buffer_create(512), *text = t_buffer_create(4096);
-	unsigned char *p;
-	unsigned int i, bit, accepted = 0;
+	unsigned int i, accepted = 0;
 
 	test_begin("truncated and flipped token blocks");
 	fts_lmdb_block_builder_init(&b);
@@ -949,18 +960,305 @@ static void test_block_truncated_and_flipped(void)
 	}
 	/* a flipped bit is rejected, or reads as a block whose every
 	   pointer is inside it (the checksum around it is what tells) */
-	for (i = 0; i < value->used; i++) {
-		for (bit = 0; bit < 8; bit++) {
-			buffer_set_used_size(copy, 0);
-			buffer_append_buf(copy, value, 0, SIZE_MAX);
-			p = buffer_get_modifiable_data(copy, NULL);
-			p[i] ^= 1 << bit;
-			if (block_read("a", 1, 0, copy->data, copy->used,
-				       text) == 0)
-				accepted++;
-		}
+	for (i = 0; i < value->used * 8; i++) {
+		flip_bit(copy, value, i);
+		if (block_read("a", 1, 0, copy->data, copy->used, text) == 0)
+			accepted++;
 	}
 	test_assert(accepted < value->used * 8);
+	test_end();
+}
+
+/* A page of the trigram filter as read back: every trigram above the
+   one before, below the next page's key, with a list of prefixes that
+   decodes ascending. 0, or -1 if the page or a list is rejected. */
+static int grams_page_read(const unsigned char low[3], const void *data,
+			   size_t size, ARRAY_TYPE(uint32_t) *grams,
+			   ARRAY_TYPE(fts_lmdb_prefix) *prefixes)
+{
+	struct fts_lmdb_grams_page page;
+	struct fts_lmdb_grams_page_iter iter;
+	ARRAY_TYPE(fts_lmdb_prefix) list;
+	const unsigned char *list_data;
+	const uint32_t *p;
+	size_t list_size;
+	uint32_t gram;
+	unsigned int i, count;
+	bool first = TRUE;
+	int ret;
+
+	array_clear(grams);
+	array_clear(prefixes);
+	if (fts_lmdb_grams_page_parse(low, data, size, &page) < 0)
+		return -1;
+	test_assert(page.last || page.next > page.low);
+	t_array_init(&list, 16);
+	fts_lmdb_grams_page_iter_init(&iter, &page);
+	while ((ret = fts_lmdb_grams_page_next(&iter, &gram, &list_data,
+					       &list_size)) > 0) {
+		test_assert(gram >= page.low && gram <= FTS_LMDB_GRAM_MAX);
+		test_assert(page.last || gram < page.next);
+		test_assert(first || gram > *array_idx(grams,
+						       array_count(grams) - 1));
+		test_assert(list_data >= (const unsigned char *)data &&
+			    list_data + list_size <=
+			    (const unsigned char *)data + size);
+		first = FALSE;
+		array_push_back(grams, &gram);
+		if (fts_lmdb_grams_list_decode(list_data, list_size,
+					       &list) < 0)
+			return -1;
+		p = array_get(&list, &count);
+		test_assert(count > 0);
+		for (i = 0; i < count; i++) {
+			test_assert(p[i] <= FTS_LMDB_PREFIX_MAX);
+			test_assert(i == 0 || p[i] > p[i - 1]);
+		}
+		array_append_array(prefixes, &list);
+	}
+	return ret < 0 ? -1 : 0;
+}
+
+static void test_grams_list_merge(void)
+{
+	static const uint32_t old_prefixes[] = { 1, 5, 9 };
+	static const uint64_t pairs[] = {
+		(7ULL << 24) | 2, (7ULL << 24) | 5, (7ULL << 24) | 0xffffff
+	};
+	static const uint32_t expected[] = { 1, 2, 5, 9, 0xffffff };
+	ARRAY_TYPE(fts_lmdb_prefix) scratch, merged, decoded;
+	buffer_t *old = t_buffer_create(16), *dest = t_buffer_create(16);
+	unsigned int i;
+
+	test_begin("trigram lists merge");
+	t_array_init(&scratch, 8);
+	t_array_init(&merged, 8);
+	t_array_init(&decoded, 8);
+	/* a list is the first prefix, then the distances */
+	for (i = 0; i < N_ELEMENTS(old_prefixes); i++) {
+		numpack_encode(old, i == 0 ? old_prefixes[0] :
+			       old_prefixes[i] - old_prefixes[i - 1]);
+	}
+	test_assert(fts_lmdb_grams_list_decode(old->data, old->used,
+					       &decoded) == 0);
+	test_assert(array_count(&decoded) == 3 &&
+		    memcmp(array_front(&decoded), old_prefixes,
+			   sizeof(old_prefixes)) == 0);
+	test_assert(fts_lmdb_grams_list_merge(old->data, old->used, pairs,
+					      N_ELEMENTS(pairs), &scratch,
+					      &merged, dest) == 0);
+	test_assert(fts_lmdb_grams_list_decode(dest->data, dest->used,
+					       &decoded) == 0);
+	test_assert(array_count(&decoded) == N_ELEMENTS(expected) &&
+		    memcmp(array_front(&decoded), expected,
+			   sizeof(expected)) == 0);
+	/* no old list */
+	buffer_set_used_size(dest, 0);
+	test_assert(fts_lmdb_grams_list_merge(NULL, 0, pairs, 1, &scratch,
+					      &merged, dest) == 0);
+	test_assert(dest->used == 1 && dest->data != NULL &&
+		    ((const unsigned char *)dest->data)[0] == 2);
+	/* a damaged old list */
+	buffer_set_used_size(dest, 0);
+	test_assert(fts_lmdb_grams_list_merge((const unsigned char *)"\x01\x00",
+					      2, pairs, 1, &scratch, &merged,
+					      dest) < 0);
+	/* damaged lists: empty, a repeated prefix, a prefix over 24 bits
+	   (alone or by distance), a number cut short */
+	test_assert(fts_lmdb_grams_list_decode((const unsigned char *)"", 0,
+					       &decoded) < 0);
+	test_assert(fts_lmdb_grams_list_decode((const unsigned char *)"\x05\x00",
+					       2, &decoded) < 0);
+	buffer_set_used_size(old, 0);
+	numpack_encode(old, 0x1000000);
+	test_assert(fts_lmdb_grams_list_decode(old->data, old->used,
+					       &decoded) < 0);
+	buffer_set_used_size(old, 0);
+	numpack_encode(old, 0xfffff0);
+	numpack_encode(old, 0x10);
+	test_assert(fts_lmdb_grams_list_decode(old->data, old->used,
+					       &decoded) < 0);
+	test_assert(fts_lmdb_grams_list_decode((const unsigned char *)"\x05\x80",
+					       2, &decoded) < 0);
+	test_end();
+}
+
+static void grams_page_build(struct fts_lmdb_grams_page_builder *b,
+			     uint32_t low, uint32_t next, bool last,
+			     buffer_t *value)
+{
+	buffer_t *list = t_buffer_create(16);
+	uint32_t gram;
+
+	fts_lmdb_grams_page_builder_start(b, low);
+	/* the page's own trigram, then distances of 1 to 2^14 */
+	for (gram = low; gram < low + 20000; gram += 1 + gram % 3 * 8000) {
+		buffer_set_used_size(list, 0);
+		numpack_encode(list, gram & 0xffff);
+		numpack_encode(list, 1 + gram % 200);
+		test_assert(fts_lmdb_grams_page_builder_fits(b, gram,
+							     list->used));
+		fts_lmdb_grams_page_builder_add(b, gram, list->data,
+						list->used);
+	}
+	fts_lmdb_grams_page_builder_finish(b, next, last, value);
+}
+
+static void test_grams_page_roundtrip(void)
+{
+	static const unsigned char low[3] = { 'a', 'b', 'c' };
+	struct fts_lmdb_grams_page_builder b;
+	struct fts_lmdb_grams_page page;
+	ARRAY_TYPE(uint32_t) grams;
+	ARRAY_TYPE(fts_lmdb_prefix) prefixes;
+	buffer_t *value = t_buffer_create(256), *list = t_buffer_create(16);
+	uint32_t gram = fts_lmdb_gram_at(low);
+	unsigned int last, n;
+
+	test_begin("trigram page roundtrip");
+	t_array_init(&grams, 16);
+	t_array_init(&prefixes, 16);
+	fts_lmdb_grams_page_builder_init(&b);
+	for (last = 0; last < 2; last++) {
+		grams_page_build(&b, gram, gram + 30000, last == 1, value);
+		test_assert(fts_lmdb_grams_page_parse(low, value->data,
+						      value->used, &page) == 0);
+		test_assert(page.low == gram && page.last == (last == 1));
+		test_assert(page.last || page.next == gram + 30000);
+		test_assert(grams_page_read(low, value->data, value->used,
+					    &grams, &prefixes) == 0);
+		n = array_count(&grams);
+		test_assert(n == b.count && n > 3);
+		test_assert(*array_idx(&grams, 0) == gram);
+		test_assert(array_count(&prefixes) == 2 * n);
+	}
+	/* a page fills FTS_LMDB_GRAMS_PAGE_MAX, never more */
+	fts_lmdb_grams_page_builder_start(&b, 0);
+	buffer_set_used_size(list, 0);
+	buffer_append_zero(list, 100);
+	for (gram = 0; fts_lmdb_grams_page_builder_fits(&b, gram, list->used);
+	     gram++)
+		fts_lmdb_grams_page_builder_add(&b, gram, list->data,
+						list->used);
+	test_assert(b.entries->used <= FTS_LMDB_GRAMS_PAGE_MAX &&
+		    b.entries->used + 102 > FTS_LMDB_GRAMS_PAGE_MAX);
+	fts_lmdb_grams_page_builder_start(&b, 0);
+	test_assert(fts_lmdb_grams_page_builder_fits(&b, 0, 100000));
+	test_end();
+}
+
+/* A page of the header given, then entries of (distance, list size,
+   list bytes) */
+static const buffer_t *grams_page_value(const char *header,
+					size_t header_size,
+					const uint64_t *entries,
+					unsigned int count)
+{
+	buffer_t *value = t_buffer_create(64);
+	unsigned int i;
+
+	buffer_append(value, header, header_size);
+	for (i = 0; i < count; i += 2) {
+		numpack_encode(value, entries[i]);
+		numpack_encode(value, entries[i + 1]);
+		if (entries[i + 1] < 16)
+			buffer_append(value, "\x01\x01\x01\x01\x01\x01\x01\x01"
+				      "\x01\x01\x01\x01\x01\x01\x01\x01",
+				      entries[i + 1]);
+	}
+	return value;
+}
+
+static void test_grams_page_damage(void)
+{
+	static const unsigned char low[3] = { 0, 1, 0 };
+	static const unsigned char top[3] = { 0xff, 0xff, 0xf0 };
+	/* distance, list size: what each page holds */
+	static const uint64_t good[] = { 0, 2, 5, 1 };
+	static const uint64_t repeated[] = { 0, 1, 0, 1 };
+	static const uint64_t empty_list[] = { 0, 0 };
+	static const uint64_t past_end[] = { 0, 100 };
+	static const uint64_t at_next[] = { 0, 1, 0x100, 1 };
+	static const uint64_t below_next[] = { 0, 1, 0xff, 1 };
+	static const uint64_t over_max[] = { 0x10, 1 };
+	ARRAY_TYPE(uint32_t) grams;
+	ARRAY_TYPE(fts_lmdb_prefix) prefixes;
+	const buffer_t *v;
+	struct fts_lmdb_grams_page page;
+	struct fts_lmdb_grams_page_iter iter;
+	const unsigned char *list_data;
+	size_t list_size;
+	uint32_t gram;
+
+	test_begin("damaged trigram pages are rejected");
+	t_array_init(&grams, 16);
+	t_array_init(&prefixes, 16);
+#define PAGE(header, entries) \
+	(v = grams_page_value(header, sizeof(header) - 1, entries, \
+			      N_ELEMENTS(entries)), \
+	 grams_page_read(low, v->data, v->used, &grams, &prefixes))
+	/* next key 0x000200: the range is [0x000100, 0x000200) */
+	test_assert(PAGE("\x01\x00\x02\x00", good) == 0);
+	test_assert(PAGE("\x00", good) == 0);
+	test_assert(array_count(&grams) == 2 &&
+		    *array_idx(&grams, 1) == 0x105);
+	/* a header that is neither 0 nor 1 + 3 bytes */
+	test_assert(fts_lmdb_grams_page_parse(low, "", 0, &page) < 0);
+	test_assert(PAGE("\x02", good) < 0);
+	test_assert(fts_lmdb_grams_page_parse(low, "\x01\x00\x02", 3,
+					      &page) < 0);
+	/* a next key at or below the page's own: an empty range */
+	test_assert(PAGE("\x01\x00\x01\x00", good) < 0);
+	test_assert(PAGE("\x01\x00\x00\xff", good) < 0);
+	/* a trigram twice, an empty list, a list past the end */
+	test_assert(PAGE("\x00", repeated) < 0);
+	test_assert(PAGE("\x00", empty_list) < 0);
+	/* (by the page, not only by the list's decoding) */
+	test_assert(fts_lmdb_grams_page_parse(low, v->data, v->used,
+					      &page) == 0);
+	fts_lmdb_grams_page_iter_init(&iter, &page);
+	test_assert(fts_lmdb_grams_page_next(&iter, &gram, &list_data,
+					     &list_size) < 0);
+	test_assert(PAGE("\x00", past_end) < 0);
+	/* a trigram at the next page's key, or just below it */
+	test_assert(PAGE("\x01\x00\x02\x00", at_next) < 0);
+	test_assert(PAGE("\x01\x00\x02\x00", below_next) == 0);
+	/* a number cut short */
+	test_assert(fts_lmdb_grams_page_parse(low, "\x00\x80", 2, &page) == 0);
+	test_assert(grams_page_read(low, "\x00\x80", 2, &grams,
+				    &prefixes) < 0);
+	/* a trigram over 24 bits */
+	v = grams_page_value("\x00", 1, over_max, N_ELEMENTS(over_max));
+	test_assert(grams_page_read(top, v->data, v->used, &grams,
+				    &prefixes) < 0);
+#undef PAGE
+	test_end();
+}
+
+static void test_grams_page_flipped(void)
+{
+	static const unsigned char low[3] = { 'a', 'b', 'c' };
+	struct fts_lmdb_grams_page_builder b;
+	ARRAY_TYPE(uint32_t) grams;
+	ARRAY_TYPE(fts_lmdb_prefix) prefixes;
+	buffer_t *value = t_buffer_create(256), *copy = t_buffer_create(256);
+	unsigned int i, rejected = 0;
+
+	test_begin("flipped trigram pages");
+	t_array_init(&grams, 16);
+	t_array_init(&prefixes, 16);
+	fts_lmdb_grams_page_builder_init(&b);
+	grams_page_build(&b, fts_lmdb_gram_at(low),
+			 fts_lmdb_gram_at(low) + 30000, FALSE, value);
+	/* rejected, or read with every invariant of grams_page_read() (the
+	   checksum around the page is what tells the rest) */
+	for (i = 0; i < value->used * 8; i++) {
+		flip_bit(copy, value, i);
+		if (grams_page_read(low, copy->data, copy->used, &grams,
+				    &prefixes) < 0)
+			rejected++;
+	}
+	test_assert(rejected > 0);
 	test_end();
 }
 
@@ -983,6 +1281,10 @@ int main(void)
 		test_block_split,
 		test_block_damage,
 		test_block_truncated_and_flipped,
+		test_grams_list_merge,
+		test_grams_page_roundtrip,
+		test_grams_page_damage,
+		test_grams_page_flipped,
 		NULL
 	};
 	return test_run(tests);
