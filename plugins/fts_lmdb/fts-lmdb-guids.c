@@ -1,5 +1,3 @@
-/* Copyright (c) the fts_lmdb authors; see README.md */
-
 /* A guids value: the hash, then for a tombstone one byte
    FTS_LMDB_GUIDS_EXPUNGED. The key is the box id and the UID, big
    endian, so a mailbox's values come in UID order. */
