@@ -33,7 +33,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Union
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # `make test SANITIZE=1` builds into build/asan and says so here.
@@ -891,6 +891,23 @@ plugin {{
             refused = lmtp.sendmail(sender, [user], message)
         if refused:
             raise smtplib.SMTPRecipientsRefused(refused)
+
+    def deliver_in_order(self, user: str, messages: Sequence[Union[bytes, str]],
+                         mailbox: str = "INBOX") -> None:
+        """Deliver messages over LMTP so that their UIDs follow their order.
+
+        A maildir LMTP save only tries the dovecot-uidlist lock: when another
+        process holds it (an indexer-worker under fts_autoindex), the mail
+        waits in new/ without a UID and gets one at the next sync, in
+        directory order, so that two deliveries can swap UIDs (Dovecot's
+        maildir-save.c, MAILDIR_UIDLIST_SYNC_TRYLOCK). A doveadm search
+        after each one syncs the mailbox with a full read, waiting for the
+        lock (doveadm-mail-iter.c), without an IMAP login that access rules
+        or a session count would see."""
+        for message in messages:
+            self.deliver(user, message)
+            self.doveadm("search", "-u", user, "mailbox", mailbox, "all",
+                         check=True)
 
 
 def process_group_alive(pgid: int) -> bool:

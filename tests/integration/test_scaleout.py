@@ -417,10 +417,12 @@ def _search_same_as_stock(cluster: Cluster, user: str, queries, step: str,
 
 
 def _deliver(dcs, user: str, tag: str, indices) -> None:
+    """In order on each instance: the backends' fts_autoindex starts an
+    indexer-worker that can make LMTP deliveries swap UIDs."""
     for i in indices:
         msg = gen_message(tag, i)
         for dc in dcs:
-            dc.deliver(user, msg)
+            dc.deliver_in_order(user, [msg])
 
 
 def test_search_after_move_uses_an_index_rebuilt_on_b(cluster):
